@@ -1,0 +1,151 @@
+"""The MAC address value type and its strict parser.
+
+A MAC is a 48-bit integer. Input is accepted case-insensitively in exactly four forms
+(``02:00:5e:00:53:01``, ``02-00-5E-00-53-01``, ``0200.5e00.5301``, ``02005e005301``); output is
+always lower-case colon form. netaddr does the conversion, but only after a strict syntax check,
+because netaddr alone also accepts decimal integers (``EUI("12")``), booleans and 64-bit EUIs.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import total_ordering
+
+from netaddr import EUI, mac_unix_expanded
+
+from manager.core.errors import InvalidMac
+
+MAC_BITS = 48
+MAC_MAX = (1 << MAC_BITS) - 1
+#: Size of one first-octet block; blocks with an odd first octet are multicast.
+OCTET_BLOCK = 1 << 40
+
+#: The accepted textual forms, as one pattern (also published in the OpenAPI document).
+MAC_PATTERN = (
+    r"^([0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(-[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}|[0-9A-Fa-f]{12})$"
+)
+_MAC_RE = re.compile(MAC_PATTERN)
+
+
+def is_multicast_int(value: int) -> bool:
+    """True when bit 0 of the first octet is set (multicast, including broadcast)."""
+    return bool((value >> 40) & 1)
+
+
+def format_mac_int(value: int) -> str:
+    """Lower-case colon form of a 48-bit integer."""
+    return str(EUI(value, version=48, dialect=mac_unix_expanded))
+
+
+@total_ordering
+class MacAddress:
+    """An immutable, integer-backed 48-bit MAC address."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAC_MAX:
+            raise InvalidMac(f"{value!r} is not a 48-bit MAC address.", details={"value": value})
+        self._value = value
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    @property
+    def is_multicast(self) -> bool:
+        return is_multicast_int(self._value)
+
+    @property
+    def is_unicast(self) -> bool:
+        return not self.is_multicast
+
+    @property
+    def is_zero(self) -> bool:
+        return self._value == 0
+
+    @property
+    def is_locally_administered(self) -> bool:
+        return bool((self._value >> 40) & 0b10)
+
+    @property
+    def is_assignable(self) -> bool:
+        """Whether the MAC may sit on a NIC: unicast and not all-zero."""
+        return self.is_unicast and not self.is_zero
+
+    def __int__(self) -> int:
+        return self._value
+
+    def __index__(self) -> int:
+        return self._value
+
+    def __str__(self) -> str:
+        return format_mac_int(self._value)
+
+    def __repr__(self) -> str:
+        return f"MacAddress('{self}')"
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, MacAddress):
+            return self._value == other._value
+        return NotImplemented
+
+    def __lt__(self, other: object) -> bool:
+        if isinstance(other, MacAddress):
+            return self._value < other._value
+        return NotImplemented
+
+
+def parse_mac(value: object) -> MacAddress:
+    """Parse one of the four accepted textual forms; anything else raises :class:`InvalidMac`."""
+    if isinstance(value, MacAddress):
+        return value
+    if not isinstance(value, str):
+        raise InvalidMac(
+            f"{value!r} is not a MAC address: give a string such as '02:00:5e:00:53:01'.",
+            details={"value": repr(value)},
+        )
+    text = value.strip()
+    if not _MAC_RE.match(text):
+        raise InvalidMac(
+            f"'{value}' is not a MAC address: use 02:00:5e:00:53:01, 02-00-5e-00-53-01, "
+            "0200.5e00.5301 or 02005e005301.",
+            details={"value": value},
+        )
+    eui = EUI(text)
+    if eui.version != MAC_BITS:  # pragma: no cover - the pattern admits only 48-bit forms
+        raise InvalidMac(f"'{value}' is not a 48-bit MAC address.", details={"value": value})
+    return MacAddress(int(eui))
+
+
+def parse_assignable_mac(value: object) -> MacAddress:
+    """Parse a MAC that is to sit on a NIC: multicast and all-zero addresses are refused."""
+    mac = parse_mac(value)
+    if mac.is_zero:
+        raise InvalidMac(
+            f"'{value}' is the all-zero MAC address, which no NIC may use.",
+            details={"value": str(value)},
+        )
+    if mac.is_multicast:
+        raise InvalidMac(
+            f"'{value}' is a multicast MAC address (bit 0 of the first octet is set); "
+            "only unicast addresses can be assigned.",
+            details={"value": str(value)},
+        )
+    return mac
+
+
+__all__ = [
+    "MAC_MAX",
+    "MAC_PATTERN",
+    "OCTET_BLOCK",
+    "MacAddress",
+    "format_mac_int",
+    "is_multicast_int",
+    "parse_assignable_mac",
+    "parse_mac",
+]

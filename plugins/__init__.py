@@ -1,0 +1,1 @@
+"""First-party MacPool plugins (loaded through the ``macpool.plugins`` entry points)."""
