@@ -1,0 +1,1 @@
+"""oVirt plugin: import pools, scopes and in-use MACs from legacy oVirt/RHV exports."""

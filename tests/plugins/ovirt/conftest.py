@@ -1,0 +1,43 @@
+"""Shared helpers for the oVirt reader tests: sample paths and archive builders."""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+_REPO = Path(__file__).resolve().parents[3]
+#: shared/ sits beside the repository (locally and in CI); MACPOOL_SHARED_DIR overrides it.
+SAMPLES = Path(os.environ.get("MACPOOL_SHARED_DIR", _REPO.parent / "shared")) / "samples" / "ovirt"
+
+
+def tar_bytes(members: dict[str, bytes], *, mode: str = "w") -> bytes:
+    """A tar archive (``mode`` ``w`` or ``w:gz``) holding the given regular files."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip archive holding the given files."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def sample(relative: str) -> Path:
+    """Path of a file in the shared oVirt samples."""
+    path = SAMPLES / relative
+    if not path.exists():
+        pytest.skip(f"sample {relative} not available")
+    return path
