@@ -109,14 +109,15 @@ def parse_mac(value: object) -> MacAddress:
             f"{value!r} is not a MAC address: give a string such as '02:00:5e:00:53:01'.",
             details={"value": repr(value)},
         )
-    text = value.strip()
-    if not _MAC_RE.match(text):
+    # No strip(): surrounding whitespace is not one of the four forms, and fullmatch() because
+    # the pattern's "$" would otherwise let a trailing newline through (as netaddr does).
+    if not _MAC_RE.fullmatch(value):
         raise InvalidMac(
             f"'{value}' is not a MAC address: use 02:00:5e:00:53:01, 02-00-5e-00-53-01, "
             "0200.5e00.5301 or 02005e005301.",
             details={"value": value},
         )
-    eui = EUI(text)
+    eui = EUI(value)
     if eui.version != MAC_BITS:  # pragma: no cover - the pattern admits only 48-bit forms
         raise InvalidMac(f"'{value}' is not a 48-bit MAC address.", details={"value": value})
     return MacAddress(int(eui))

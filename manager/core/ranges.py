@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from manager.core.errors import InvalidMac, InvalidRange, RangeOverlap
 from manager.core.mac import (
@@ -96,7 +97,10 @@ class MacRange:
 
     @classmethod
     def parse_text(cls, text: str) -> MacRange:
-        """Parse ``START-END``; hyphenated MAC forms are split where both halves parse."""
+        """Parse ``START-END``; hyphenated MAC forms are split where both halves parse.
+
+        Spaces around the bounds are allowed here (``START - END``), unlike in a single MAC.
+        """
         if not isinstance(text, str):
             raise InvalidRange(f"{text!r} is not a range: write START-END.")
         text = text.strip()
@@ -105,7 +109,7 @@ class MacRange:
             if char != "-":
                 continue
             try:
-                candidates.append((parse_mac(text[:i]), parse_mac(text[i + 1 :])))
+                candidates.append((parse_mac(text[:i].strip()), parse_mac(text[i + 1 :].strip())))
             except InvalidMac:
                 continue
         if len(candidates) != 1:
@@ -147,7 +151,7 @@ class RangeSet(Sequence[MacRange]):
 
     def __init__(self, ranges: Iterable[MacRange] = ()) -> None:
         ordered = sorted(ranges)
-        for left, right in zip(ordered, ordered[1:], strict=False):
+        for left, right in pairwise(ordered):
             if left.overlaps(right):
                 raise RangeOverlap(
                     f"Range {left} overlaps range {right} of the same pool; ranges of one pool "
@@ -158,7 +162,7 @@ class RangeSet(Sequence[MacRange]):
         self._ranges: tuple[MacRange, ...] = tuple(ordered)
         self._starts = [r.start for r in self._ranges]
 
-    def __getitem__(self, index):  # type: ignore[no-untyped-def,override]
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
         return self._ranges[index]
 
     def __len__(self) -> int:
