@@ -145,8 +145,9 @@ def _read_zip(
             name = safe_member_name(info.filename, source=source)
             if info.is_dir():
                 continue
+            # Unix zips record the file type in the high bits; others leave them zero.
             mode = info.external_attr >> 16
-            if mode and not stat.S_ISREG(mode):
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
                 kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
                 raise UnsafeInput(
                     f"archive member '{name}' is {kind}; only regular files and directories "
