@@ -92,7 +92,7 @@ def test_reversed_bounds_are_swapped() -> None:
 
 
 def test_multicast_bounds_are_clipped_like_the_engine() -> None:
-    # reference/ovirt.md §2.12 case 7: 01:…–02:00:00:00:00:ff becomes 02:00:00:00:00:00–…
+    # reference/ovirt.md §2.12 case 7: the multicast start moves to the next first octet.
     export = read_upload("p.json", pool_json(("01:00:00:00:00:00", "02:00:00:00:00:ff")))
     assert ranges_of(export) == ["02:00:00:00:00:00-02:00:00:00:00:ff"]
     assert kinds(export) == [NoticeKind.RANGE_MULTICAST]
