@@ -164,3 +164,14 @@ def test_missing_path_and_empty_directory(tmp_path: Path) -> None:
         read_paths([tmp_path / "nope"])
     with pytest.raises(OvirtExportError, match="holds no oVirt export"):
         read_paths([tmp_path])
+
+
+def test_template_in_ovf_store_is_skipped(tmp_path: Path) -> None:
+    template = vm_ovf(vm_id=VM_B, name="tpl", macs=[]).replace(
+        "ovf:VirtualSystem_Type", "ovf:VirtualSystemTemplate_Type"
+    )
+    path = tmp_path / "store.tar"
+    path.write_bytes(tar_bytes({f"{VM_B}.ovf": template.encode()}))
+    export = read_paths([path])
+    assert export.vms == ()
+    assert [w.kind for w in export.warnings] == [NoticeKind.SKIPPED]

@@ -1,0 +1,30 @@
+"""Persistence: SQLAlchemy 2 typed models and the engine/session factory."""
+
+from manager.db.base import Base, utcnow
+from manager.db.models import (
+    Allocation,
+    ApiToken,
+    AuditEvent,
+    HeldMac,
+    Pool,
+    PoolChange,
+    PoolRange,
+    Scope,
+    User,
+)
+from manager.db.session import Database
+
+__all__ = [
+    "Allocation",
+    "ApiToken",
+    "AuditEvent",
+    "Base",
+    "Database",
+    "HeldMac",
+    "Pool",
+    "PoolChange",
+    "PoolRange",
+    "Scope",
+    "User",
+    "utcnow",
+]

@@ -1,0 +1,232 @@
+"""SQLAlchemy 2 typed models.
+
+Uniqueness rules live here as constraints, the last guard behind the services:
+- ``held_macs.mac`` is a primary key: a MAC is held at most once system-wide. Duplicates (only
+  where every pool involved allows them) are extra ``allocations`` rows on the same held MAC.
+- ``allocations`` are unique per owner identity (scope, owner kind, owner name, interface).
+- ``pools.name_key`` (lower-cased name) is unique; one row at most has ``is_default``.
+- ``scopes.path`` is unique; names are unique among siblings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from manager.db.base import Base, utcnow
+
+
+class Pool(Base):
+    __tablename__ = "pools"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    name_key: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    allow_duplicates: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The last MAC this pool handed out (next-fit cursor), persisted across restarts.
+    cursor: Mapped[int | None] = mapped_column(nullable=True)
+    #: Held MACs inside this pool's ranges, kept in step with ``held_macs``.
+    held_count: Mapped[int] = mapped_column(default=0)
+    #: Change counter and random token of the last change; processes validate their cached
+    #: allocator index against these (see manager.services.index_cache).
+    revision: Mapped[int] = mapped_column(default=0)
+    index_token: Mapped[int] = mapped_column(default=0)
+    #: Whether a low-availability warning has been recorded since availability last recovered.
+    low_warned: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    ranges: Mapped[list[PoolRange]] = relationship(
+        back_populates="pool",
+        cascade="all, delete-orphan",
+        order_by="PoolRange.start_mac",
+        lazy="selectin",
+    )
+
+    __table_args__ = (
+        Index(
+            "uq_pools_single_default",
+            "is_default",
+            unique=True,
+            sqlite_where=text("is_default"),
+            postgresql_where=text("is_default"),
+        ),
+    )
+
+
+class PoolRange(Base):
+    __tablename__ = "pool_ranges"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="CASCADE"), index=True)
+    start_mac: Mapped[int] = mapped_column()
+    end_mac: Mapped[int] = mapped_column()
+
+    pool: Mapped[Pool] = relationship(back_populates="ranges")
+
+    __table_args__ = (
+        CheckConstraint("start_mac <= end_mac", name="bounds_ordered"),
+        CheckConstraint("start_mac > 0 AND end_mac < 281474976710656", name="bounds_48bit"),
+        Index("ix_pool_ranges_bounds", "start_mac", "end_mac"),
+    )
+
+
+class PoolChange(Base):
+    """One change to the held MACs inside a pool's ranges; ``mac`` NULL means 'reload'."""
+
+    __tablename__ = "pool_changes"
+
+    pool_id: Mapped[int] = mapped_column(
+        ForeignKey("pools.id", ondelete="CASCADE"), primary_key=True
+    )
+    revision: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    mac: Mapped[int | None] = mapped_column(nullable=True)
+    held: Mapped[bool] = mapped_column(Boolean)
+    token: Mapped[int] = mapped_column()
+
+
+class Scope(Base):
+    __tablename__ = "scopes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[int | None] = mapped_column(
+        ForeignKey("scopes.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    path: Mapped[str] = mapped_column(String(2048), unique=True)
+    pool_id: Mapped[int | None] = mapped_column(
+        ForeignKey("pools.id", ondelete="RESTRICT"), nullable=True, index=True
+    )
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("parent_id", "name"),
+        CheckConstraint(
+            "kind IN ('engine', 'datacenter', 'cluster', 'namespace')", name="kind_valid"
+        ),
+    )
+
+
+class HeldMac(Base):
+    """A MAC held by at least one allocation; the primary key makes holding it exclusive."""
+
+    __tablename__ = "held_macs"
+
+    mac: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+
+
+class Allocation(Base):
+    __tablename__ = "allocations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mac: Mapped[int] = mapped_column(ForeignKey("held_macs.mac", ondelete="RESTRICT"))
+    #: The requester's effective pool when the MAC was allocated.
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id", ondelete="RESTRICT"), index=True)
+    scope_id: Mapped[int] = mapped_column(ForeignKey("scopes.id", ondelete="RESTRICT"))
+    owner_kind: Mapped[str] = mapped_column(String(64))
+    owner_name: Mapped[str] = mapped_column(String(512))
+    owner_uid: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    interface: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(16), default="allocated")
+    expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    in_range: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    scope: Mapped[Scope] = relationship(lazy="joined")
+    pool: Mapped[Pool] = relationship(lazy="joined")
+
+    __table_args__ = (
+        UniqueConstraint("scope_id", "owner_kind", "owner_name", "interface"),
+        CheckConstraint("state IN ('allocated', 'pending', 'reserved')", name="state_valid"),
+        CheckConstraint("state <> 'pending' OR expires_at IS NOT NULL", name="pending_expires"),
+        Index("ix_allocations_mac", "mac"),
+        Index("ix_allocations_state_expires", "state", "expires_at"),
+        Index("ix_allocations_owner", "owner_kind", "owner_name"),
+    )
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target: Mapped[str] = mapped_column(String(512), default="")
+    severity: Mapped[str] = mapped_column(String(16), default="info")
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    __table_args__ = (Index("ix_audit_events_target", "target_type", "target_id"),)
+
+
+class User(Base):
+    """An admin UI account; the password is stored only as a salted hash."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(150), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role_valid"),
+    )
+
+
+class ApiToken(Base):
+    """A bearer token for the REST API; only its SHA-256 digest is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(150), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(16))
+    created_by: Mapped[str] = mapped_column(String(255), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+    __table_args__ = (
+        CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role_valid"),
+    )
+
+
+__all__ = [
+    "Allocation",
+    "ApiToken",
+    "AuditEvent",
+    "HeldMac",
+    "Pool",
+    "PoolChange",
+    "PoolRange",
+    "Scope",
+    "User",
+]

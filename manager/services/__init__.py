@@ -1,0 +1,94 @@
+"""Use cases of MacPool. Every channel (API, UI, webhook, importer, CLI) calls these.
+
+Each function takes a SQLAlchemy session and, for mutations, an :class:`~manager.core.Actor`;
+none commits: the caller (request, command, reconciler step) owns the transaction.
+"""
+
+from manager.core.actor import SYSTEM, Actor, Owner
+from manager.services.allocations import (
+    AllocationResult,
+    MacInfo,
+    allocate_mac,
+    confirm_allocation,
+    expire_pending,
+    find_allocations,
+    get_allocation,
+    list_duplicates,
+    mac_info,
+    release_allocation,
+    release_owner,
+)
+from manager.services.audit import list_events, record_event
+from manager.services.bootstrap import bootstrap
+from manager.services.common import Page
+from manager.services.pools import (
+    PoolStats,
+    add_range,
+    create_pool,
+    delete_pool,
+    ensure_default_pool,
+    find_pool_by_name,
+    get_default_pool,
+    get_pool,
+    list_pools,
+    pool_statistics,
+    remove_range,
+    update_pool,
+)
+from manager.services.scopes import (
+    ResolvedPool,
+    assign_pool,
+    create_scope,
+    delete_scope,
+    ensure_path,
+    ensure_scope,
+    get_scope,
+    list_scopes,
+    move_scope,
+    resolve_pool,
+    update_scope,
+)
+
+__all__ = [
+    "SYSTEM",
+    "Actor",
+    "AllocationResult",
+    "MacInfo",
+    "Owner",
+    "Page",
+    "PoolStats",
+    "ResolvedPool",
+    "add_range",
+    "allocate_mac",
+    "assign_pool",
+    "bootstrap",
+    "confirm_allocation",
+    "create_pool",
+    "create_scope",
+    "delete_pool",
+    "delete_scope",
+    "ensure_default_pool",
+    "ensure_path",
+    "ensure_scope",
+    "expire_pending",
+    "find_allocations",
+    "find_pool_by_name",
+    "get_allocation",
+    "get_default_pool",
+    "get_pool",
+    "get_scope",
+    "list_duplicates",
+    "list_events",
+    "list_pools",
+    "list_scopes",
+    "mac_info",
+    "move_scope",
+    "pool_statistics",
+    "record_event",
+    "release_allocation",
+    "release_owner",
+    "remove_range",
+    "resolve_pool",
+    "update_pool",
+    "update_scope",
+]

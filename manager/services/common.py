@@ -1,0 +1,73 @@
+"""Small helpers shared by the services: pages, locks, identifier coercion."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
+
+from manager.core.errors import InvalidInput, NotFound
+from manager.db import Pool
+
+T = TypeVar("T")
+
+MAX_PAGE_SIZE = 1000
+#: Key of the PostgreSQL advisory lock that serializes range and pool-set edits.
+RANGES_LOCK_KEY = 0x6D6163706F6F6C  # "macpool"
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: Sequence[T]
+    total: int
+    limit: int
+    offset: int
+
+
+def check_paging(limit: int, offset: int) -> None:
+    if not 1 <= limit <= MAX_PAGE_SIZE:
+        raise InvalidInput(f"Page size {limit} is out of bounds: use 1 to {MAX_PAGE_SIZE}.")
+    if offset < 0:
+        raise InvalidInput(f"Offset {offset} is negative.")
+
+
+def is_postgres(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def lock_ranges(session: Session) -> None:
+    """Serialize edits of pools and ranges (overlap checks read then write).
+
+    On SQLite the write transaction already holds the database lock (BEGIN IMMEDIATE).
+    """
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RANGES_LOCK_KEY})
+
+
+def lock_pools(session: Session, pool_ids: Sequence[int]) -> dict[int, Pool]:
+    """Lock pool rows in id order (no deadlocks) and return them fresh from the database."""
+    ids = sorted(set(pool_ids))
+    rows = session.scalars(
+        select(Pool)
+        .where(Pool.id.in_(ids))
+        .order_by(Pool.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).all()
+    return {pool.id: pool for pool in rows}
+
+
+def get_pool(session: Session, pool_id: int) -> Pool:
+    """The pool with this id, or :class:`NotFound`."""
+    if isinstance(pool_id, bool) or not isinstance(pool_id, int):
+        raise InvalidInput(f"{pool_id!r} is not a pool id.", field="pool_id")
+    pool = session.get(Pool, pool_id)
+    if pool is None:
+        raise NotFound(f"Pool {pool_id} does not exist.", details={"pool_id": pool_id})
+    return pool
+
+
+__all__ = ["MAX_PAGE_SIZE", "Page", "check_paging", "get_pool", "lock_pools", "lock_ranges"]

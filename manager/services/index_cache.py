@@ -1,0 +1,145 @@
+"""A per-process cache of each pool's allocator index, kept in step with the database.
+
+Finding the next free MAC must not cost a scan of the held MACs, so each process keeps a
+:class:`~manager.core.index.HeldIndex` per pool. The database stays the single source of truth:
+
+- every change to the held MACs inside a pool's ranges bumps ``pools.revision``, stores a
+  random ``index_token`` and appends a ``pool_changes`` row (done under the pool's row lock);
+- before using its index, a process compares its (revision, token) with the pool row. Equal:
+  the index is current. Behind: it replays the ``pool_changes`` rows it missed, provided the
+  row at its own revision still carries its token (so a rolled-back change that reused a
+  revision number is detected). Anything else (pruned history, a range edit): full reload.
+
+The primary key on ``held_macs.mac`` remains the final guard against handing out a MAC twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import weakref
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import Session
+
+from manager.core.index import HeldIndex
+from manager.core.ranges import MacRange, RangeSet
+from manager.db import HeldMac, Pool, PoolChange
+
+#: How many change rows per pool are kept for processes that fell behind.
+CHANGE_HISTORY = 50_000
+
+
+@dataclass(slots=True)
+class _Entry:
+    revision: int
+    token: int
+    ranges: RangeSet
+    index: HeldIndex
+
+
+_lock = threading.Lock()
+_caches: weakref.WeakKeyDictionary[Engine, dict[int, _Entry]] = weakref.WeakKeyDictionary()
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def _cache_for(session: Session) -> dict[int, _Entry]:
+    engine = _engine(session)
+    with _lock:
+        cache = _caches.get(engine)
+        if cache is None:
+            cache = _caches[engine] = {}
+        return cache
+
+
+def pool_ranges(pool: Pool) -> RangeSet:
+    return RangeSet(MacRange(r.start_mac, r.end_mac) for r in pool.ranges)
+
+
+def _load(session: Session, pool: Pool) -> _Entry:
+    ranges = pool_ranges(pool)
+    macs: list[int] = []
+    for rng in ranges:
+        macs.extend(
+            session.scalars(
+                select(HeldMac.mac)
+                .where(HeldMac.mac >= rng.start, HeldMac.mac <= rng.end)
+                .order_by(HeldMac.mac)
+            )
+        )
+    return _Entry(pool.revision, pool.index_token, ranges, HeldIndex.from_sorted(macs))
+
+
+def _replay(session: Session, pool: Pool, entry: _Entry) -> bool:
+    rows = session.execute(
+        select(PoolChange.revision, PoolChange.mac, PoolChange.held, PoolChange.token)
+        .where(PoolChange.pool_id == pool.id, PoolChange.revision >= entry.revision)
+        .order_by(PoolChange.revision)
+    ).all()
+    if len(rows) != pool.revision - entry.revision + 1:
+        return False
+    if rows[0].revision != entry.revision or rows[0].token != entry.token:
+        return False
+    for row in rows[1:]:
+        if row.mac is None:
+            return False
+        if row.held:
+            entry.index.add(row.mac)
+        else:
+            entry.index.discard(row.mac)
+    entry.revision, entry.token = pool.revision, pool.index_token
+    return True
+
+
+def pool_index(session: Session, pool: Pool) -> tuple[RangeSet, HeldIndex]:
+    """The pool's ranges and an index of the held MACs inside them, current for this session.
+
+    Call it while holding the pool's row lock, so that nobody changes the pool meanwhile.
+    """
+    cache = _cache_for(session)
+    entry = cache.get(pool.id)
+    if entry is not None and (entry.revision, entry.token) == (pool.revision, pool.index_token):
+        return entry.ranges, entry.index
+    if entry is None or entry.revision >= pool.revision or not _replay(session, pool, entry):
+        entry = _load(session, pool)
+        cache[pool.id] = entry
+    return entry.ranges, entry.index
+
+
+def record_change(session: Session, pool: Pool, *, mac: int | None, held: bool) -> None:
+    """Note a change to the held MACs inside ``pool``'s ranges (``mac=None``: reload)."""
+    pool.revision += 1
+    pool.index_token = secrets.randbits(62)
+    if mac is not None:
+        pool.held_count += 1 if held else -1
+    session.add(
+        PoolChange(
+            pool_id=pool.id, revision=pool.revision, mac=mac, held=held, token=pool.index_token
+        )
+    )
+
+
+def prune_history(session: Session) -> int:
+    """Drop change rows no process needs to replay any more; returns how many."""
+    removed = 0
+    for pool_id, revision in session.execute(select(Pool.id, Pool.revision)).all():
+        result = session.execute(
+            delete(PoolChange).where(
+                PoolChange.pool_id == pool_id, PoolChange.revision < revision - CHANGE_HISTORY
+            )
+        )
+        removed += result.rowcount or 0  # type: ignore[attr-defined]
+    return removed
+
+
+def forget(session: Session) -> None:
+    """Drop this process's cached indexes for the session's database (tests, after restores)."""
+    _cache_for(session).clear()
+
+
+__all__ = ["pool_index", "pool_ranges", "prune_history", "record_change"]
