@@ -140,9 +140,7 @@ def create_certificates(
     key_type: KeyType = "ec",
 ) -> WebhookCertificates:
     """A fresh CA and serving certificate for the webhook Service."""
-    ca = create_ca(
-        common_name=f"{service}-ca", now=now, valid_for=ca_valid_for, key_type=key_type
-    )
+    ca = create_ca(common_name=f"{service}-ca", now=now, valid_for=ca_valid_for, key_type=key_type)
     serving = issue_serving_certificate(
         ca, service=service, namespace=namespace, now=now, valid_for=serving_valid_for,
         key_type=key_type,
