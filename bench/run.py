@@ -64,9 +64,7 @@ def machine() -> dict[str, Any]:
 def format_table(rows: list[tuple[str, Result]]) -> str:
     """A plain-text table: module, name, value, unit, notes."""
     header = ("module", "name", "value", "unit", "notes")
-    lines = [
-        (module, r["name"], f"{r['value']:,.2f}", r["unit"], r["notes"]) for module, r in rows
-    ]
+    lines = [(module, r["name"], f"{r['value']:,.2f}", r["unit"], r["notes"]) for module, r in rows]
     widths = [max(len(str(row[i])) for row in [header, *lines]) for i in range(4)]
 
     def fmt(row: tuple[str, ...]) -> str:
@@ -79,7 +77,7 @@ def format_table(rows: list[tuple[str, Result]]) -> str:
         ]
         return "  ".join(cells).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
+    rule = "  ".join([*("-" * w for w in widths), "-----"])
     return "\n".join([fmt(header), rule, *(fmt(row) for row in lines)])
 
 
