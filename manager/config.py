@@ -130,7 +130,8 @@ def load_settings(
             values[key] = _coerce(key, getattr(defaults, key), raw)
     for name in known:
         raw = env.get(f"MACPOOL_{name.upper()}")
-        if raw is not None and raw != "":
+        # An empty variable means "unset", except for lists, where it means "none".
+        if raw is not None and (raw != "" or isinstance(getattr(defaults, name), tuple)):
             values[name] = _coerce(name, getattr(defaults, name), raw)
     for key, raw in (overrides or {}).items():
         if key not in known:

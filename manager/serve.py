@@ -114,12 +114,13 @@ def serve(settings: Settings, *, bind: str | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    plugins = enabled_plugins(settings)  # unknown plugin names stop us before any change
     prepare(settings)
     stop = threading.Event()
     sweeper = threading.Thread(target=_sweeper, args=(settings, stop), daemon=True)
     sweeper.start()
     children = []
-    for plugin in enabled_plugins(settings):
+    for plugin in plugins:
         for target in plugin.processes(settings):
             proc = multiprocessing.get_context("spawn").Process(target=target, daemon=True)
             proc.start()
