@@ -91,7 +91,7 @@ def dump_manifests(manifests: Sequence[Manifest], *, output: Literal["yaml", "js
         import yaml
     except ImportError as exc:  # PyYAML arrives with the kubernetes extra, but is optional
         raise RuntimeError("YAML output needs PyYAML; use --output json instead") from exc
-    return yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True)
+    return str(yaml.safe_dump_all(manifests, sort_keys=False, explicit_start=True))
 
 
 def _object(
