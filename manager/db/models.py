@@ -148,6 +148,9 @@ class Allocation(Base):
     state: Mapped[str] = mapped_column(String(16), default="allocated")
     expires_at: Mapped[datetime | None] = mapped_column(nullable=True)
     in_range: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: An opaque stamp of the change that asked for the MAC, e.g. the KubeVirt VM's
+    #: ``kubemacpool.io/transaction-timestamp``; confirms pending allocations once persisted.
+    transaction: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_by: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -163,6 +166,18 @@ class Allocation(Base):
         Index("ix_allocations_state_expires", "state", "expires_at"),
         Index("ix_allocations_owner", "owner_kind", "owner_name"),
     )
+
+
+class ClusterState(Base):
+    """What a plugin's reconciler knows of one cluster scope (readiness, resume points)."""
+
+    __tablename__ = "cluster_states"
+
+    scope_path: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    synced_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    holder: Mapped[str] = mapped_column(String(255), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class AuditEvent(Base):
@@ -223,6 +238,7 @@ __all__ = [
     "Allocation",
     "ApiToken",
     "AuditEvent",
+    "ClusterState",
     "HeldMac",
     "Pool",
     "PoolChange",

@@ -124,13 +124,15 @@ def allocate_mac(
     mac: object | None = None,
     state: str = "allocated",
     ttl_seconds: int | None = None,
+    transaction: str | None = None,
     now: datetime | None = None,
 ) -> AllocationResult:
     """Give the owner's interface a MAC from its scope's effective pool, or the requested one.
 
     Idempotent per owner identity (scope, owner kind, owner name, interface): a repeat returns
     the existing allocation with ``created=False``. ``ttl_seconds`` makes it ``pending`` until
-    confirmed. A requested MAC held elsewhere is accepted only when the requester's pool and
+    confirmed; ``transaction`` is stored with it (an opaque stamp the caller confirms by).
+    A requested MAC held elsewhere is accepted only when the requester's pool and
     the pools of every holder allow duplicates; otherwise :class:`MacInUse` names the holders.
     """
     owner_kind = _text(owner.kind, "owner_kind", limit=64)
@@ -193,6 +195,7 @@ def allocate_mac(
         state=state,
         expires_at=expires_at,
         in_range=in_range,
+        transaction=transaction[:64] if transaction else None,
         created_by=str(actor)[:255],
     )
     session.add(allocation)
