@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import NoReturn
 
 from manager.core.errors import InvalidMac, InvalidRange, RangeOverlap
 from manager.core.mac import (
@@ -134,8 +135,9 @@ class MacRange:
         return MacAddress(self.end)
 
     def __contains__(self, mac: object) -> bool:
-        value = int(mac) if isinstance(mac, MacAddress | int) else None
-        return value is not None and self.start <= value <= self.end
+        if isinstance(mac, bool) or not isinstance(mac, MacAddress | int):
+            return False  # bools are ints, but True is not the MAC 00:00:00:00:00:01
+        return self.start <= int(mac) <= self.end
 
     def overlaps(self, other: MacRange) -> bool:
         return self.start <= other.end and other.start <= self.end
@@ -151,14 +153,8 @@ class RangeSet(Sequence[MacRange]):
 
     def __init__(self, ranges: Iterable[MacRange] = ()) -> None:
         ordered = sorted(ranges)
-        for left, right in pairwise(ordered):
-            if left.overlaps(right):
-                raise RangeOverlap(
-                    f"Range {left} overlaps range {right} of the same pool; ranges of one pool "
-                    "must not overlap.",
-                    field="ranges",
-                    details={"ranges": [str(left), str(right)]},
-                )
+        if any(left.overlaps(right) for left, right in pairwise(ordered)):
+            _raise_overlaps(ordered)
         self._ranges: tuple[MacRange, ...] = tuple(ordered)
         self._starts = [r.start for r in self._ranges]
 
@@ -194,6 +190,29 @@ class RangeSet(Sequence[MacRange]):
         if isinstance(mac, MacAddress | int) and not isinstance(mac, bool):
             return self.find(mac) is not None
         return False
+
+
+def _raise_overlaps(ordered: list[MacRange]) -> NoReturn:
+    """Raise RangeOverlap naming every overlapping pair of ``ordered`` (sorted by start)."""
+    pairs: list[tuple[int, int]] = []
+    for i, left in enumerate(ordered):
+        j = i + 1
+        # Sorted by start: only the ranges that start before ``left`` ends can overlap it.
+        while j < len(ordered) and ordered[j].start <= left.end:
+            pairs.append((i, j))
+            j += 1
+    involved = sorted({k for pair in pairs for k in pair})
+    raise RangeOverlap(
+        " ".join(f"Range {ordered[i]} overlaps range {ordered[j]}." for i, j in pairs)
+        + " Ranges of one pool must not overlap.",
+        field="ranges",
+        details={
+            "ranges": [str(ordered[k]) for k in involved],
+            "conflicts": [
+                {"range": str(ordered[i]), "overlaps": str(ordered[j])} for i, j in pairs
+            ],
+        },
+    )
 
 
 def find_overlaps(

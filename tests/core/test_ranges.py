@@ -35,6 +35,8 @@ def test_range_is_inclusive() -> None:
     assert 0x020000000010 not in rng
     assert 0x01FFFFFFFFFF not in rng
     assert "02:00:00:00:00:00" not in rng
+    assert True not in MacRange(1, 5)  # a bool is not a MAC, though it is an int
+    assert 1 in MacRange(1, 5)
     assert rng.first == MacAddress(0x020000000000)
     assert rng.last == MacAddress(0x02000000000F)
 
@@ -225,6 +227,23 @@ def test_contained_range_overlaps_even_when_not_neighbours() -> None:
                 MacRange(0x020000001000, 0x020000001001),
             ]
         )
+
+
+def test_every_overlapping_pair_is_named() -> None:
+    # DESIGN 3: the overlap error names every range in conflict, not only the first pair.
+    a = MacRange(0x020000000000, 0x0200000000FF)
+    b = MacRange(0x020000000080, 0x020000000180)
+    c = MacRange(0x020000000100, 0x020000000200)
+    far = MacRange(0x040000000000, 0x0400000000FF)
+    d = MacRange(0x0400000000F0, 0x0400000000F0)
+    with pytest.raises(RangeOverlap) as info:
+        RangeSet([far, c, b, a, d])
+    pairs = [(str(x), str(y)) for x, y in ((a, b), (b, c), (far, d))]
+    assert [(p["range"], p["overlaps"]) for p in info.value.details["conflicts"]] == pairs
+    assert info.value.details["ranges"] == [str(r) for r in (a, b, c, far, d)]
+    for left, right in pairs:
+        assert f"Range {left} overlaps range {right}" in info.value.message
+    assert str(a) + " overlaps range " + str(c) not in info.value.message
 
 
 def test_adjacent_ranges_do_not_overlap() -> None:
