@@ -56,7 +56,7 @@ class HeldIndex:
         return len(self._starts)
 
     def memory_bytes(self) -> int:
-        """Bytes used by the interval columns (their allocated buffers)."""
+        """Bytes of the interval columns' items: 16 per interval (growth slack not counted)."""
         return (
             self._starts.buffer_info()[1] * self._starts.itemsize
             + self._ends.buffer_info()[1] * self._ends.itemsize
