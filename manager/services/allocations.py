@@ -30,7 +30,7 @@ from manager.core.mac import MacAddress, format_mac_int, parse_assignable_mac, p
 from manager.core.ranges import unicast_count
 from manager.db import Allocation, HeldMac, Pool, Scope
 from manager.services.audit import record_event
-from manager.services.common import Page, check_paging, lock_pools
+from manager.services.common import Page, check_id, check_paging, lock_pools
 from manager.services.index_cache import pool_index, record_change
 from manager.services.pools import containing_pool
 from manager.services.scopes import ScopeRef, get_scope, resolve_pool
@@ -319,7 +319,8 @@ def _check_availability(session: Session, actor: Actor, pool: Pool) -> None:
 
 
 def get_allocation(session: Session, allocation_id: int) -> Allocation:
-    allocation = session.get(Allocation, allocation_id)
+    """The allocation with this id, or :class:`NotFound`."""
+    allocation = session.get(Allocation, check_id(allocation_id, "an allocation"))
     if allocation is None:
         raise NotFound(
             f"Allocation {allocation_id} does not exist.", details={"allocation_id": allocation_id}

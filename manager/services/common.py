@@ -15,6 +15,7 @@ from manager.db import Pool
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 1000
+MAX_DESCRIPTION_LENGTH = 4096
 #: Key of the PostgreSQL advisory lock that serializes range and pool-set edits.
 RANGES_LOCK_KEY = 0x6D6163706F6F6C  # "macpool"
 
@@ -60,14 +61,45 @@ def lock_pools(session: Session, pool_ids: Sequence[int]) -> dict[int, Pool]:
     return {pool.id: pool for pool in rows}
 
 
+def check_id(value: object, what: str) -> int:
+    """``value`` as a row id; a bool or a string (even of digits) is refused, not coerced."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(f"{value!r} is not {what} id.", field=f"{what.split()[-1]}_id")
+    return value
+
+
+def check_description(value: object) -> str:
+    """A free-text description: a string of at most MAX_DESCRIPTION_LENGTH characters."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"Description {value!r} is not text.", field="description")
+    if len(value) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidInput(
+            f"Description is {len(value)} characters long; at most {MAX_DESCRIPTION_LENGTH} "
+            "are allowed.",
+            field="description",
+        )
+    return value
+
+
 def get_pool(session: Session, pool_id: int) -> Pool:
     """The pool with this id, or :class:`NotFound`."""
-    if isinstance(pool_id, bool) or not isinstance(pool_id, int):
-        raise InvalidInput(f"{pool_id!r} is not a pool id.", field="pool_id")
+    check_id(pool_id, "a pool")
     pool = session.get(Pool, pool_id)
     if pool is None:
         raise NotFound(f"Pool {pool_id} does not exist.", details={"pool_id": pool_id})
     return pool
 
 
-__all__ = ["MAX_PAGE_SIZE", "Page", "check_paging", "get_pool", "lock_pools", "lock_ranges"]
+__all__ = [
+    "MAX_DESCRIPTION_LENGTH",
+    "MAX_PAGE_SIZE",
+    "Page",
+    "check_description",
+    "check_id",
+    "check_paging",
+    "get_pool",
+    "lock_pools",
+    "lock_ranges",
+]

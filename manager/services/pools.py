@@ -24,7 +24,7 @@ from manager.core.mac import format_mac_int
 from manager.core.ranges import MacRange, RangeSet
 from manager.db import Allocation, HeldMac, Pool, PoolRange, Scope
 from manager.services.audit import record_event
-from manager.services.common import get_pool, lock_pools, lock_ranges
+from manager.services.common import check_description, get_pool, lock_pools, lock_ranges
 from manager.services.index_cache import pool_ranges, record_change
 
 DEFAULT_POOL_NAME = "Default"
@@ -180,6 +180,7 @@ def create_pool(
 ) -> Pool:
     """Create a pool; refuses a taken name and any range overlapping another pool's."""
     name = _check_name(name)
+    description = check_description(description)
     range_set = coerce_ranges(ranges)
     if not isinstance(allow_duplicates, bool):
         raise InvalidInput("allow_duplicates must be true or false.", field="allow_duplicates")
@@ -189,7 +190,7 @@ def create_pool(
     pool = Pool(
         name=name,
         name_key=name.lower(),
-        description=description or "",
+        description=description,
         allow_duplicates=allow_duplicates,
         is_default=is_default,
         revision=-1,
@@ -237,7 +238,7 @@ def update_pool(
         _check_name_free(session, name, exclude_id=pool.id)
         pool.name, pool.name_key = name, name.lower()
     if description is not None:
-        pool.description = description
+        pool.description = check_description(description)
     if allow_duplicates is not None:
         if not isinstance(allow_duplicates, bool):
             raise InvalidInput("allow_duplicates must be true or false.", field="allow_duplicates")
@@ -339,6 +340,9 @@ def list_pools(session: Session) -> list[Pool]:
 
 
 def find_pool_by_name(session: Session, name: str) -> Pool:
+    """The pool with this name (case-insensitive), or :class:`NotFound`."""
+    if not isinstance(name, str):
+        raise InvalidInput(f"{name!r} is not a pool name.", field="name")
     pool = session.scalars(select(Pool).where(Pool.name_key == name.strip().lower())).first()
     if pool is None:
         raise NotFound(f"There is no pool named '{name}'.")

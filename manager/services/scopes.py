@@ -11,7 +11,7 @@ from manager.core.actor import Actor
 from manager.core.errors import InvalidInput, InvalidScope, NameInUse, NotFound, ScopeNotEmpty
 from manager.db import Allocation, Pool, Scope
 from manager.services.audit import record_event
-from manager.services.common import get_pool
+from manager.services.common import check_description, get_pool
 from scopes import (
     ROOT_PATH,
     ScopeKind,
@@ -111,6 +111,7 @@ def create_scope(
     """Create a scope under ``parent`` (id or path), optionally assigning it a pool."""
     scope_kind = parse_kind(kind)
     name = validate_scope_name(name)
+    description = check_description(description)
     parent_scope = get_scope(session, parent)
     check_parent(scope_kind, ScopeKind(parent_scope.kind))
     _check_sibling_free(session, parent_scope, name, exclude=None)
@@ -122,7 +123,7 @@ def create_scope(
         parent_id=parent_scope.id,
         path=child_path(parent_scope.path, name),
         pool_id=pool_id,
-        description=description or "",
+        description=description,
     )
     session.add(scope)
     session.flush()
@@ -218,6 +219,8 @@ def update_scope(
         if target.pool_id != pool_id:
             changes["pool_id"] = {"from": target.pool_id, "to": pool_id}
             target.pool_id = pool_id
+    if description is not None:
+        description = check_description(description)
     if description is not None and description != target.description:
         target.description = description
         changes["description"] = description
