@@ -1,0 +1,109 @@
+"""UI fixtures: an app on a fresh database with one account per role, and form helpers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import func, select
+
+from manager.app import create_app
+from manager.db import AuditEvent, Database, User
+from manager.services import bootstrap
+from manager.services.auth import hash_password
+from tests.conftest import DEFAULT_RANGE
+
+PASSWORD = "correct horse battery"
+ROLES = ("viewer", "operator", "admin")
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="session")
+def password_hash() -> str:
+    """scrypt is slow on purpose: hash the shared test password once."""
+    return hash_password(PASSWORD)
+
+
+def make_app(database: Database, tmp_path: Path, password_hash: str) -> Flask:
+    """An app on ``database`` with the engine scope, the default pool and three accounts."""
+    with database.session(write=True) as s:
+        bootstrap(s, default_range=DEFAULT_RANGE)
+        for role in ROLES:
+            s.add(User(username=role, role=role, password_hash=password_hash))
+    app = create_app(
+        {
+            "database_url": str(database.url),
+            "data_dir": str(tmp_path),
+            "secret_key": "t" * 32,
+            "plugins": "",
+        },
+        database=database,
+    )
+    app.config["MACPOOL_UI_LOGIN_DELAY"] = 0
+    return app
+
+
+@pytest.fixture
+def app(database: Database, tmp_path: Path, password_hash: str) -> Flask:
+    return make_app(database, tmp_path, password_hash)
+
+
+@pytest.fixture
+def client(app: Flask) -> Iterator[FlaskClient]:
+    with app.test_client() as c:
+        yield c
+
+
+def login_as(client: FlaskClient, username: str) -> None:
+    """Put ``username`` in the session (the login form itself is tested in test_auth)."""
+    app = client.application
+    with app.app_context():
+        from manager.web import database
+
+        with database().session() as s:
+            uid = s.scalars(select(User.id).where(User.username == username)).one()
+    with client.session_transaction() as sess:
+        sess["uid"] = uid
+
+
+def csrf_token(client: FlaskClient, path: str = "/") -> str:
+    """A valid CSRF token of this client's session, read from a rendered form."""
+    page = client.get(path)
+    found = CSRF_RE.search(page.get_data(as_text=True))
+    assert found, f"no CSRF token on {path}"
+    return found.group(1)
+
+
+def post(client: FlaskClient, path: str, data: dict[str, object] | None = None, **kw: object):
+    """POST a form with a valid CSRF token."""
+    return client.post(path, data={"csrf_token": csrf_token(client), **(data or {})}, **kw)
+
+
+def event_count(app: Flask) -> int:
+    with app.app_context():
+        from manager.web import database
+
+        with database().session() as s:
+            return s.scalar(select(func.count()).select_from(AuditEvent)) or 0
+
+
+@pytest.fixture
+def admin(client: FlaskClient) -> FlaskClient:
+    login_as(client, "admin")
+    return client
+
+
+@pytest.fixture
+def viewer(client: FlaskClient) -> FlaskClient:
+    login_as(client, "viewer")
+    return client
+
+
+@pytest.fixture
+def operator(client: FlaskClient) -> FlaskClient:
+    login_as(client, "operator")
+    return client

@@ -1,0 +1,113 @@
+"""The UI's one mapping of domain errors and HTTP errors to pages and form messages."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, current_app, render_template, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
+
+from manager.core.errors import Conflict, InvalidInput, MacPoolError
+from manager.core.errors import NotFound as DomainNotFound
+from ui.blueprint import bp
+from ui.security import template_globals
+
+log = logging.getLogger(__name__)
+
+TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    422: "Cannot accept this input",
+    500: "Something went wrong",
+}
+EXPLANATIONS = {
+    403: "Your account's role does not allow this. Ask an administrator if you need it.",
+    404: "There is nothing at this address.",
+    500: "MacPool could not finish this request; nothing was changed. The server log has details.",
+}
+#: Paths served by other channels: their errors are not the UI's to render.
+FOREIGN_PREFIXES = ("/api", "/mutate-", "/metrics", "/healthz", "/readyz")
+
+
+def status_of(exc: MacPoolError) -> int:
+    """The HTTP status the UI answers a domain error with."""
+    if isinstance(exc, DomainNotFound):
+        return 404
+    if isinstance(exc, Conflict):
+        return 409
+    if isinstance(exc, InvalidInput):
+        return 422
+    return 400
+
+
+def error_page(status: int, message: str | None = None) -> ResponseReturnValue:
+    """An error page in the UI's style."""
+    text = message or EXPLANATIONS.get(status, "")
+    return (
+        render_template(
+            "ui/error.html",
+            status=status,
+            title=TITLES.get(status, "Error"),
+            message=text,
+            **template_globals(),
+        ),
+        status,
+    )
+
+
+@bp.errorhandler(MacPoolError)
+def _domain_error(exc: MacPoolError) -> ResponseReturnValue:
+    return error_page(status_of(exc), exc.message)
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    code = exc.code or 500
+    if code == 500:
+        return _server_error(exc)
+    # werkzeug's generic descriptions are too technical; keep ours unless a view set one.
+    default = type(exc).description
+    message = exc.description if exc.description != default else None
+    return error_page(code, message)
+
+
+@bp.errorhandler(InternalServerError)
+def _server_error(exc: HTTPException) -> ResponseReturnValue:
+    original: Any = getattr(exc, "original_exception", None)
+    if original is not None:
+        log.error("UI request %s %s failed", request.method, request.path, exc_info=original)
+    return error_page(500)
+
+
+def _other_handler(exc: HTTPException) -> Any:
+    """A handler another component registered for a base class of ``exc`` (e.g. the API's)."""
+    handlers = current_app.error_handler_spec.get(None, {}).get(None, {})
+    for cls in type(exc).__mro__[1:]:
+        handler = handlers.get(cls)
+        if handler is not None:
+            return handler
+    return None
+
+
+def _unmatched(exc: NotFound) -> ResponseReturnValue:
+    """A URL no route matched: a UI page for browsers, the other channels' answer otherwise."""
+    wants_html = request.accept_mimetypes.best_match(["application/json", "text/html"]) == (
+        "text/html"
+    )
+    if wants_html and not request.path.startswith(FOREIGN_PREFIXES):
+        return error_page(404)
+    handler = _other_handler(exc)
+    return handler(exc) if handler is not None else exc
+
+
+def register_app_handlers(app: Flask) -> None:
+    """Errors outside the blueprint: only URLs that match no route at all."""
+    app.register_error_handler(NotFound, _unmatched)
+
+
+__all__ = ["error_page", "register_app_handlers", "status_of"]

@@ -1,0 +1,116 @@
+"""Allocations: search by MAC or owner, reserve a MAC for a device, release, a MAC's page."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from manager.core.actor import Owner
+from manager.core.errors import InvalidMac, MacPoolError
+from manager.core.mac import format_mac_int, parse_mac
+from manager.services import allocate_mac, find_allocations, list_scopes, mac_info
+from manager.services.allocations import STATES, get_allocation, release_allocation
+from manager.web import unit_of_work
+from ui.blueprint import bp
+from ui.errors import status_of
+from ui.forms import FormState, place_error, text_field
+from ui.paging import Pager, requested_page, window
+from ui.security import requires, ui_actor
+
+RESERVE_FIELDS = ("scope", "owner_name", "interface", "mac")
+#: Reservations made here are for things that are not VMs: routers, appliances, gateways.
+RESERVED_OWNER_KIND = "device"
+
+
+def _looks_like_mac(text: str) -> bool:
+    try:
+        parse_mac(text)
+    except InvalidMac:
+        return False
+    return True
+
+
+@bp.get("/allocations")
+def allocations() -> ResponseReturnValue:
+    """Search allocations by MAC (any accepted form) or by owner name, optionally by state."""
+    query = request.args.get("q", "").strip()[:512]
+    state = request.args.get("state", "")
+    state = state if state in STATES else ""
+    by_mac = bool(query) and _looks_like_mac(query)
+    with unit_of_work() as db:
+        result = find_allocations(
+            db,
+            mac=query if by_mac else None,
+            owner_name=query if query and not by_mac else None,
+            state=state or None,
+            **window(requested_page()),
+        )
+        return render_template(
+            "ui/allocations.html",
+            allocations=result.items,
+            pager=Pager.of(result, "ui.allocations", q=query, state=state),
+            query=query,
+            state=state,
+            states=STATES,
+            by_mac=by_mac,
+        )
+
+
+def _render_reserve(form: FormState, status: int = 200) -> ResponseReturnValue:
+    with unit_of_work() as db:
+        page = render_template("ui/reserve.html", form=form, scopes=list_scopes(db))
+    return page, status
+
+
+@bp.route("/allocations/reserve", methods=["GET", "POST"])
+@requires("operator")
+def reserve() -> ResponseReturnValue:
+    """Reserve a MAC (the next free one or a chosen one) for a device in a scope."""
+    if request.method == "GET":
+        return _render_reserve(FormState(values={"scope": "/", "interface": "eth0"}))
+    form = FormState(values={k: text_field(k) for k in RESERVE_FIELDS})
+    try:
+        with unit_of_work(write=True) as db:
+            result = allocate_mac(
+                db,
+                ui_actor(),
+                scope=form.value("scope") or "/",
+                owner=Owner(RESERVED_OWNER_KIND, form.value("owner_name")),
+                interface=form.value("interface"),
+                mac=form.value("mac") or None,
+                state="reserved",
+            )
+            mac, created = format_mac_int(result.allocation.mac), result.created
+    except MacPoolError as exc:
+        form.errors.update(place_error(exc, RESERVE_FIELDS))
+        return _render_reserve(form, status_of(exc))
+    if created:
+        flash(f"Reserved {mac} for device '{form.value('owner_name')}'.", "success")
+    else:
+        flash(f"Device '{form.value('owner_name')}' already holds {mac}.", "info")
+    return redirect(url_for("ui.mac_page", mac=mac))
+
+
+@bp.route("/allocations/<int:allocation_id>/release", methods=["GET", "POST"])
+@requires("operator")
+def release(allocation_id: int) -> ResponseReturnValue:
+    """Ask for confirmation, then release this holder of the MAC."""
+    if request.method == "POST":
+        with unit_of_work(write=True) as db:
+            released = release_allocation(db, ui_actor(), allocation_id)
+        flash(
+            f"Released {released['mac']} from {released['owner_kind']} '{released['owner_name']}'.",
+            "success",
+        )
+        return redirect(url_for("ui.mac_page", mac=released["mac"]))
+    with unit_of_work() as db:
+        allocation = get_allocation(db, allocation_id)
+        return render_template("ui/release.html", allocation=allocation)
+
+
+@bp.get("/macs/<mac>")
+def mac_page(mac: str) -> ResponseReturnValue:
+    """Who holds a MAC and which pool's range contains it."""
+    with unit_of_work() as db:
+        info = mac_info(db, mac[:64])
+        return render_template("ui/mac.html", info=info)
