@@ -33,6 +33,10 @@ class NoticeKind(StrEnum):
     DUPLICATE_RECORD = "duplicate_record"
     VM_ID_MISMATCH = "vm_id_mismatch"
     SKIPPED = "skipped"
+    POOL_RENAMED = "pool_renamed"
+    POOL_SKIPPED = "pool_skipped"
+    SCOPE_POOL_KEPT = "scope_pool_kept"
+    UNKNOWN_REFERENCE = "unknown_reference"
 
 
 @dataclass(frozen=True, slots=True)

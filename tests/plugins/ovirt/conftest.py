@@ -6,9 +6,14 @@ import io
 import os
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
+
+from manager.db import Database
+from manager.services import bootstrap
 
 _REPO = Path(__file__).resolve().parents[3]
 #: shared/ sits beside the repository (locally and in CI); MACPOOL_SHARED_DIR overrides it.
@@ -41,3 +46,16 @@ def sample(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"sample {relative} not available")
     return path
+
+
+#: MacPool's default range in the import tests: clear of every range the oVirt samples use.
+IMPORT_DEFAULT_RANGE = "0a:00:00:00:00:00-0a:00:00:ff:ff:ff"
+
+
+@pytest.fixture
+def import_session(database: Database) -> Iterator[Session]:
+    """A write session on a bootstrapped database whose default pool overlaps no sample."""
+    with database.session(write=True) as s:
+        bootstrap(s, default_range=IMPORT_DEFAULT_RANGE)
+    with database.session(write=True) as s:
+        yield s

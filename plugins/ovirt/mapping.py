@@ -1,0 +1,296 @@
+"""Map oVirt pools, data centers and clusters onto MacPool pools and scopes.
+
+Rules (DESIGN §6):
+
+- Each oVirt pool becomes a MacPool pool with its normalized ranges and ``allow_duplicates``.
+  A pool of the same name (case-insensitively) with the same ranges and ``allow_duplicates``
+  is reused ("unchanged"); one with different content refuses the import. A range overlapping
+  another pool refuses it too (the services' :class:`RangeOverlap` names both pools).
+- oVirt's default pool (``default_pool=true``, usually named "Default") clashes by name with
+  MacPool's own default pool. When their ranges and ``allow_duplicates`` are identical it is
+  *merged* into MacPool's default pool; otherwise it is imported as ``ovirt-<name>``.
+- A pool left without any usable range is skipped (a pool needs one); scopes that used it
+  inherit their parent's pool and the report says so.
+- Data centers become ``datacenter`` scopes under ``/``; clusters become ``cluster`` scopes
+  under their data center (or under ``/`` when it is unknown). A scope is assigned the pool
+  its oVirt object references. A cluster referencing no pool, in a data center referencing
+  none either, gets oVirt's default pool (what the engine did). An existing scope keeps a
+  pool already assigned to it (reported as a warning when the export names another).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from manager.core.actor import Actor
+from manager.core.errors import InvalidInput, MacPoolError, NameInUse
+from manager.core.ranges import MacRange, RangeSet
+from manager.db import Pool, Scope
+from manager.services import assign_pool, create_pool, get_default_pool, get_scope
+from manager.services.index_cache import pool_ranges
+from manager.services.scopes import create_scope
+from plugins.ovirt.errors import locate
+from plugins.ovirt.records import (
+    Notice,
+    NoticeKind,
+    OvirtCluster,
+    OvirtExport,
+    OvirtPool,
+)
+from plugins.ovirt.report import ImportReport, PoolOutcome, ScopeOutcome
+from scopes import ROOT_PATH
+
+#: Prefix of the name under which oVirt's default pool is imported when it cannot merge.
+RENAMED_PREFIX = "ovirt-"
+
+
+@dataclass(slots=True)
+class Mapped:
+    """What the export's objects became: pools by oVirt pool id, scopes by cluster id/name."""
+
+    pools: dict[str, Pool] = field(default_factory=dict)
+    default_pool: Pool | None = None
+    clusters: dict[str, Scope] = field(default_factory=dict)
+    clusters_by_name: dict[str, list[Scope]] = field(default_factory=dict)
+
+
+def _prefixed(exc: MacPoolError, where: str) -> MacPoolError:
+    """The same error with the export location in front of its message."""
+    return type(exc)(f"{where}: {exc.message}", field=exc.field, details=exc.details)
+
+
+def _same(pool: Pool, ranges: RangeSet, allow_duplicates: bool) -> bool:
+    have = [(r.start, r.end) for r in pool_ranges(pool)]
+    return have == [(r.start, r.end) for r in ranges] and pool.allow_duplicates == allow_duplicates
+
+
+def _by_name(session: Session, name: str) -> Pool | None:
+    return session.scalars(select(Pool).where(Pool.name_key == name.lower())).first()
+
+
+def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportReport) -> Pool | None:
+    where = locate(pool.source) + f", MAC pool '{pool.name}'"
+    ranges = RangeSet(MacRange(r.start, r.end) for r in pool.ranges)
+    name = pool.name.strip() or f"{RENAMED_PREFIX}{pool.id}"
+    shown = [str(r) for r in pool.ranges]
+
+    def outcome(status: str, target: str, message: str = "") -> None:
+        report.pools.append(
+            PoolOutcome(pool.id, pool.name, target, status, shown, pool.allow_duplicates, message)
+        )
+
+    if not pool.ranges:
+        message = "skipped: it has no usable range; scopes using it inherit their parent's pool."
+        outcome("skipped", name, message)
+        report.warnings.append(
+            Notice(pool.source, NoticeKind.POOL_SKIPPED, f"MAC pool '{name}' {message}", pool=name)
+        )
+        return None
+    if pool.default_pool:
+        default = get_default_pool(session)
+        if default.name_key == name.lower():
+            if _same(default, ranges, pool.allow_duplicates):
+                outcome("merged", default.name, "oVirt's default pool equals MacPool's default.")
+                return default
+            renamed = f"{RENAMED_PREFIX}{name}"
+            report.warnings.append(
+                Notice(
+                    pool.source,
+                    NoticeKind.POOL_RENAMED,
+                    f"oVirt's default MAC pool '{name}' differs from MacPool's default pool of "
+                    f"the same name; imported as '{renamed}'.",
+                    pool=name,
+                )
+            )
+            name = renamed
+    existing = _by_name(session, name)
+    if existing is not None:
+        if _same(existing, ranges, pool.allow_duplicates):
+            outcome("unchanged", existing.name)
+            return existing
+        raise NameInUse(
+            f"{where}: a pool named '{existing.name}' already exists with other ranges or "
+            f"another duplicates setting ({', '.join(str(r) for r in pool_ranges(existing))}; "
+            f"allow_duplicates {existing.allow_duplicates}); rename one of them first.",
+            field="name",
+            details={"pool": existing.name, "pool_id": existing.id, "source": pool.source},
+        )
+    try:
+        created = create_pool(
+            session,
+            actor,
+            name=name,
+            ranges=list(ranges),
+            description=pool.description or f"Imported from oVirt (pool {pool.id}).",
+            allow_duplicates=pool.allow_duplicates,
+        )
+    except MacPoolError as exc:
+        raise _prefixed(exc, where) from exc
+    outcome("created", created.name)
+    return created
+
+
+def map_pools(session: Session, actor: Actor, export: OvirtExport, report: ImportReport) -> Mapped:
+    """Create or reuse a pool for every oVirt pool; returns them by oVirt pool id."""
+    mapped = Mapped()
+    for pool in export.pools:
+        target = _map_pool(session, actor, pool, report)
+        if target is not None:
+            mapped.pools[pool.id] = target
+            if pool.default_pool:
+                mapped.default_pool = target
+    return mapped
+
+
+def _lookup_pool(
+    mapped: Mapped, pool_id: str | None, *, source: str, owner: str, report: ImportReport
+) -> Pool | None:
+    if pool_id is None:
+        return None
+    pool = mapped.pools.get(pool_id)
+    if pool is None and not any(p.ovirt_id == pool_id for p in report.pools):
+        report.warnings.append(
+            Notice(
+                source,
+                NoticeKind.UNKNOWN_REFERENCE,
+                f"{owner} references MAC pool {pool_id}, which is not in the export; it "
+                "inherits its parent's pool.",
+            )
+        )
+    return pool
+
+
+def _ensure(
+    session: Session,
+    actor: Actor,
+    *,
+    parent: Scope,
+    kind: str,
+    name: str,
+    pool: Pool | None,
+    source: str,
+    report: ImportReport,
+) -> Scope:
+    where = locate(source) + f", {kind} '{name}'"
+    found = session.scalars(
+        select(Scope).where(Scope.parent_id == parent.id, Scope.name == name)
+    ).first()
+    if found is None:
+        try:
+            scope = create_scope(
+                session,
+                actor,
+                kind=kind,
+                name=name,
+                parent=parent,
+                pool_id=None if pool is None else pool.id,
+                description="Imported from oVirt.",
+            )
+        except MacPoolError as exc:
+            raise _prefixed(exc, where) from exc
+        report.scopes.append(ScopeOutcome(scope.path, kind, "created", _name(pool)))
+        return scope
+    if found.kind != kind:
+        raise InvalidInput(
+            f"{where}: scope '{found.path}' already exists as a {found.kind} scope.",
+            details={"path": found.path, "source": source},
+        )
+    if pool is None or found.pool_id == pool.id:
+        current = None if found.pool_id is None else session.get(Pool, found.pool_id)
+        report.scopes.append(ScopeOutcome(found.path, kind, "unchanged", _name(current)))
+    elif found.pool_id is None:
+        assign_pool(session, actor, found, pool.id)
+        report.scopes.append(ScopeOutcome(found.path, kind, "assigned", pool.name))
+    else:
+        current = session.get(Pool, found.pool_id)
+        message = (
+            f"scope {found.path} already uses pool '{_name(current)}'; the export assigns "
+            f"'{pool.name}'. The scope keeps '{_name(current)}'."
+        )
+        report.scopes.append(ScopeOutcome(found.path, kind, "kept", _name(current), message))
+        report.warnings.append(Notice(source, NoticeKind.SCOPE_POOL_KEPT, message))
+    return found
+
+
+def _name(pool: Pool | None) -> str | None:
+    return None if pool is None else pool.name
+
+
+def map_scopes(
+    session: Session, actor: Actor, export: OvirtExport, mapped: Mapped, report: ImportReport
+) -> None:
+    """Create or reuse a scope for every data center and cluster, with their pools."""
+    root = get_scope(session, ROOT_PATH)
+    dcs: dict[str, tuple[Scope, Pool | None]] = {}
+    for dc in export.data_centers:
+        pool = _lookup_pool(
+            mapped,
+            dc.mac_pool_id,
+            source=dc.source,
+            owner=f"Data center '{dc.name}'",
+            report=report,
+        )
+        scope = _ensure(
+            session,
+            actor,
+            parent=root,
+            kind="datacenter",
+            name=dc.name,
+            pool=pool,
+            source=dc.source,
+            report=report,
+        )
+        dcs[dc.id] = (scope, pool)
+    for cluster in export.clusters:
+        _map_cluster(
+            session, actor, cluster=cluster, dcs=dcs, root=root, mapped=mapped, report=report
+        )
+
+
+def _map_cluster(
+    session: Session,
+    actor: Actor,
+    *,
+    cluster: OvirtCluster,
+    dcs: dict[str, tuple[Scope, Pool | None]],
+    root: Scope,
+    mapped: Mapped,
+    report: ImportReport,
+) -> None:
+    parent, dc_pool = dcs.get(cluster.data_center_id or "", (root, None))
+    if cluster.data_center_id and cluster.data_center_id not in dcs:
+        report.warnings.append(
+            Notice(
+                cluster.source,
+                NoticeKind.UNKNOWN_REFERENCE,
+                f"Cluster '{cluster.name}' belongs to data center {cluster.data_center_id}, "
+                "which is not in the export; its scope is placed under /.",
+            )
+        )
+    pool = _lookup_pool(
+        mapped,
+        cluster.mac_pool_id,
+        source=cluster.source,
+        owner=f"Cluster '{cluster.name}'",
+        report=report,
+    )
+    if cluster.mac_pool_id is None and dc_pool is None:
+        pool = mapped.default_pool  # the engine gave such clusters its default pool
+    scope = _ensure(
+        session,
+        actor,
+        parent=parent,
+        kind="cluster",
+        name=cluster.name,
+        pool=pool,
+        source=cluster.source,
+        report=report,
+    )
+    mapped.clusters[cluster.id] = scope
+    mapped.clusters_by_name.setdefault(cluster.name, []).append(scope)
+
+
+__all__ = ["RENAMED_PREFIX", "Mapped", "map_pools", "map_scopes"]
