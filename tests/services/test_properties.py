@@ -134,7 +134,7 @@ class Allocator(RuleBasedStateMachine):
             return
         if created:
             assert MacAddress(value).is_assignable
-            assert value in ranges, f"{format_mac_int(value)} outside {ranges}"
+            assert ranges.find(value) is not None, f"{format_mac_int(value)} outside {ranges}"
 
     @rule(which=WHICH, scope=SCOPES, owner=OWNERS, nic=NICS, mac=MACS)
     def request(self, which: int, scope: str, owner: str, nic: str, mac: int) -> None:
@@ -176,8 +176,8 @@ class Allocator(RuleBasedStateMachine):
             ).all()
             held = set(s.scalars(select(HeldMac.mac)))
         by_mac: dict[int, list[bool]] = {}
-        for mac, allows in rows:
-            by_mac.setdefault(mac, []).append(allows)
+        for mac, pool_allows in rows:
+            by_mac.setdefault(mac, []).append(pool_allows)
         assert set(by_mac) == held, "held_macs and allocations disagree"
         for mac, allows in by_mac.items():
             if len(allows) > 1:
@@ -189,7 +189,7 @@ class Allocator(RuleBasedStateMachine):
             held = set(s.scalars(select(HeldMac.mac)))
             for pool in s.scalars(select(Pool)):
                 ranges: RangeSet = pool_ranges(pool)
-                real = sum(1 for m in held if m in ranges)
+                real = sum(1 for m in held if ranges.find(m) is not None)
                 assert pool.held_count == real, f"{pool.name}: {pool.held_count} != {real}"
             assert s.scalar(select(func.count()).select_from(Pool)) == 3
 
