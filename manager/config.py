@@ -38,6 +38,7 @@ class Settings:
     webhook_bind: str = "0.0.0.0:8443"
     webhook_cert: str = ""
     webhook_key: str = ""
+    webhook_service: str = "macpool-webhook"
     k8s_cluster_scope: str = "/kubernetes"
     k8s_reconcile: str = "auto"
     k8s_wait_time: int = 300

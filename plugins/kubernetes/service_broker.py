@@ -1,0 +1,229 @@
+"""The :class:`~plugins.kubernetes.broker.MacBroker` over MacPool's allocation services.
+
+One admission review is one write transaction: :func:`review_in_transaction` opens the session
+only when the review first needs the database (a pod without Multus networks never does),
+commits when the object is admitted, and rolls back on refusals and on ``dryRun``. A dry run
+therefore runs every rule for real (locks, duplicates, the next free MAC) and stores nothing.
+
+Namespaces become ``namespace`` scopes under the cluster scope on first sight and inherit its
+pool; an administrator gives a namespace its own pool by assigning one to that scope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from manager.core.actor import Actor
+from manager.core.actor import Owner as ServiceOwner
+from manager.core.errors import NotFound
+from manager.core.mac import format_mac_int, parse_assignable_mac
+from manager.db import Allocation, Database, Scope
+from manager.services import allocate_mac, ensure_path, ensure_scope, get_scope
+from manager.services.allocations import find_by_identity, release_allocation
+from plugins.kubernetes.broker import NicClaim, Owner
+from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
+
+#: Who the audit log names for webhook changes.
+WEBHOOK_ACTOR: Final = Actor("kubernetes-webhook", "webhook")
+
+Reviewer = Callable[..., AdmissionResult]
+
+
+def cluster_scope_kinds(path: str) -> list[str]:
+    """Scope kinds along the cluster scope's path: data centers, then the cluster itself."""
+    depth = len([part for part in path.split("/") if part])
+    return ["datacenter"] * (depth - 1) + ["cluster"]
+
+
+def namespace_scope(
+    session: Session, actor: Actor, *, cluster_scope: str, namespace: str, create: bool = True
+) -> Scope | None:
+    """The namespace's scope under the cluster scope; created (with the cluster) when missing.
+
+    With ``create=False`` a missing scope gives ``None`` (a namespace never seen holds nothing).
+    """
+    path = f"{cluster_scope.rstrip('/')}/{namespace}"
+    try:
+        return get_scope(session, path)
+    except NotFound:
+        if not create:
+            return None
+    try:
+        cluster = get_scope(session, cluster_scope)
+    except NotFound:
+        cluster = ensure_path(
+            session, actor, cluster_scope, kinds=cluster_scope_kinds(cluster_scope)
+        )
+    return ensure_scope(session, actor, parent=cluster, kind="namespace", name=namespace)
+
+
+class ServiceBroker:
+    """Allocation operations of one review, inside the session ``open_session`` provides.
+
+    ``open_session`` is called once, on first use. The broker never commits: the caller decides
+    from the review's outcome (see :func:`review_in_transaction`).
+    """
+
+    def __init__(
+        self,
+        open_session: Callable[[], Session],
+        *,
+        cluster_scope: str,
+        wait_time: int,
+        actor: Actor = WEBHOOK_ACTOR,
+        now: datetime | None = None,
+    ) -> None:
+        self._open_session = open_session
+        self._session: Session | None = None
+        self.cluster_scope = cluster_scope
+        self.wait_time = wait_time
+        self.actor = actor
+        self.now = now
+
+    @property
+    def session(self) -> Session:
+        """The review's session, opened on first use."""
+        if self._session is None:
+            self._session = self._open_session()
+        return self._session
+
+    def _scope(self, namespace: str, *, create: bool) -> Scope | None:
+        return namespace_scope(
+            self.session,
+            self.actor,
+            cluster_scope=self.cluster_scope,
+            namespace=namespace,
+            create=create,
+        )
+
+    def _allocations(self, scope: Scope, owner: Owner) -> list[Allocation]:
+        return list(
+            self.session.scalars(
+                select(Allocation).where(
+                    Allocation.scope_id == scope.id,
+                    Allocation.owner_kind == owner.kind,
+                    Allocation.owner_name == owner.name,
+                )
+            )
+        )
+
+    def held_macs(self, owner: Owner) -> dict[str, str]:
+        """Interface name → MAC of every allocation the owner holds."""
+        scope = self._scope(owner.namespace, create=False)
+        if scope is None:
+            return {}
+        return {a.interface: format_mac_int(a.mac) for a in self._allocations(scope, owner)}
+
+    def claim(
+        self,
+        owner: Owner,
+        claims: Sequence[NicClaim],
+        *,
+        transaction: str | None,
+        dry_run: bool,
+    ) -> dict[str, str]:
+        """Make each interface hold its MAC (see :meth:`MacBroker.claim`).
+
+        ``dry_run`` changes nothing here: the caller rolls the transaction back, so the answer
+        is computed by the very same rules (and MACs handed out stay distinct within the call).
+        """
+        scope = self._scope(owner.namespace, create=True)
+        assert scope is not None
+        held = {a.interface: a for a in self._allocations(scope, owner)}
+        # Release every MAC that moves first, so interfaces can swap MACs within one request.
+        for claim in claims:
+            current = held.get(claim.interface)
+            if current is None or claim.mac is None:
+                continue
+            if parse_assignable_mac(claim.mac).value != current.mac:
+                release_allocation(self.session, self.actor, current.id, reason="moved")
+                del held[claim.interface]
+        service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
+        result: dict[str, str] = {}
+        for claim in claims:
+            current = held.get(claim.interface)
+            if current is not None:
+                result[claim.interface] = format_mac_int(current.mac)
+                continue
+            allocation = allocate_mac(
+                self.session,
+                self.actor,
+                scope=scope,
+                owner=service_owner,
+                interface=claim.interface,
+                mac=claim.mac,
+                ttl_seconds=self.wait_time,
+                transaction=transaction,
+                now=self.now,
+            ).allocation
+            result[claim.interface] = format_mac_int(allocation.mac)
+        return result
+
+    def release(self, owner: Owner, interfaces: Sequence[str], *, dry_run: bool) -> None:
+        """Release the owner's allocations on these interfaces (the caller rolls back dry runs)."""
+        scope = self._scope(owner.namespace, create=False)
+        if scope is None:
+            return
+        for interface in interfaces:
+            found = find_by_identity(
+                self.session,
+                scope=scope,
+                owner_kind=owner.kind,
+                owner_name=owner.name,
+                interface=interface,
+            )
+            if found is not None:
+                release_allocation(self.session, self.actor, found.id)
+
+
+def review_in_transaction(
+    database: Database,
+    reviewer: Reviewer,
+    request: AdmissionRequest,
+    *,
+    cluster_scope: str,
+    wait_time: int,
+    low_threshold: int = 10,
+) -> AdmissionResult:
+    """Run one review in one write transaction: committed only when admitted and not a dry run.
+
+    A refusal rolls back whatever the review did before the refusing step (all-or-nothing).
+    """
+    opened: list[Session] = []
+
+    def open_session() -> Session:
+        session = database.new_session(write=True)
+        session.info["low_threshold"] = low_threshold
+        opened.append(session)
+        return session
+
+    broker = ServiceBroker(open_session, cluster_scope=cluster_scope, wait_time=wait_time)
+    try:
+        result = reviewer(request, broker=broker)
+        for session in opened:
+            if result.allowed and not request.dry_run:
+                session.commit()
+            else:
+                session.rollback()
+        return result
+    except BaseException:
+        for session in opened:
+            session.rollback()
+        raise
+    finally:
+        for session in opened:
+            session.close()
+
+
+__all__ = [
+    "WEBHOOK_ACTOR",
+    "ServiceBroker",
+    "cluster_scope_kinds",
+    "namespace_scope",
+    "review_in_transaction",
+]
