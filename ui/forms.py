@@ -12,6 +12,8 @@ from manager.services.pools import coerce_range
 
 #: Domain field names that the UI's forms call differently.
 FIELD_ALIASES = {"pool_id": "pool", "start": "ranges", "end": "ranges", "scope_id": "scope"}
+#: Where an error that names no field belongs: a bad MAC is about the form's MAC field.
+FIELD_BY_REASON = {"invalid_mac": "mac"}
 FORM = "_form"
 MAX_TEXT = 2048
 
@@ -41,7 +43,8 @@ def checkbox(name: str) -> bool:
 
 def place_error(exc: MacPoolError, fields: Collection[str]) -> dict[str, str]:
     """Put the domain error's message next to the field it names (or above the form)."""
-    name = FIELD_ALIASES.get(exc.field or "", exc.field or "")
+    name = exc.field or FIELD_BY_REASON.get(exc.reason, "")
+    name = FIELD_ALIASES.get(name, name)
     return {name if name in fields else FORM: exc.message}
 
 

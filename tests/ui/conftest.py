@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from manager.app import create_app
 from manager.db import AuditEvent, Database, User
@@ -107,3 +109,10 @@ def viewer(client: FlaskClient) -> FlaskClient:
 def operator(client: FlaskClient) -> FlaskClient:
     login_as(client, "operator")
     return client
+
+
+@contextmanager
+def app_session(app: Flask, *, write: bool = True) -> Iterator[Session]:
+    """A committed unit of work on the app's database, for arranging and checking data."""
+    with app.app_context(), app.extensions["macpool"].database.session(write=write) as s:
+        yield s
