@@ -161,7 +161,10 @@ class OvirtImport(MethodView):
             scope=_flag(form, query, "scope", None),
         )
         upload = files["file"]
-        data = upload.read(max_upload() + 1)
+        try:
+            data = upload.read(max_upload() + 1)
+        finally:
+            upload.close()  # a large upload is spooled to a temporary file
         filename = upload.filename or "upload"
         export = read_upload(filename, data)
         with unit_of_work(write=True) as session:
