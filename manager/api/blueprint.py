@@ -1,0 +1,35 @@
+"""The Blueprint every API resource uses: flask-smorest's, with a JSON body that is required."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError
+from webargs import missing
+from webargs.flaskparser import FlaskParser
+
+
+class JsonBodyParser(FlaskParser):
+    """A body that is absent, or not sent as JSON, is an error instead of an empty object.
+
+    Without this a PATCH sent without ``Content-Type: application/json`` would change nothing
+    and still answer 200, hiding the client's mistake.
+    """
+
+    def load_json(self, req: Any, schema: Schema) -> Any:
+        data = super().load_json(req, schema)
+        if data is missing:
+            raise ValidationError(
+                "A JSON request body is required; send it with Content-Type: application/json."
+            )
+        return data
+
+
+class ApiBlueprint(Blueprint):  # type: ignore[misc]  # flask-smorest ships no type hints
+    """One resource of ``/api/v1``."""
+
+    ARGUMENTS_PARSER = JsonBodyParser()
+
+
+__all__ = ["ApiBlueprint", "JsonBodyParser"]
