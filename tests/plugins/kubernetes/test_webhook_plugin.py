@@ -1,0 +1,208 @@
+"""The plugin object (entry point, readiness, processes) and the ``macpool k8s`` commands."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+
+from manager.app import create_app
+from manager.cli import main
+from manager.config import load_settings
+from manager.db import ClusterState
+from manager.plugins import available_plugins
+from manager.serve import prepare
+from plugins.kubernetes import plugin
+from plugins.kubernetes.certificates import create_certificates, dns_names
+from plugins.kubernetes.certstore import save_certificates
+from plugins.kubernetes.runtime import reconcile_enabled, run_webhook_process
+
+
+def test_entry_point_names_the_plugin_object() -> None:
+    assert available_plugins()["kubernetes"] is plugin
+    assert plugin.name == "kubernetes"
+
+
+@pytest.mark.parametrize(
+    ("value", "environ", "expected"),
+    [
+        ("true", {}, True),
+        ("false", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, False),
+        ("auto", {}, False),
+        ("auto", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, True),
+    ],
+)
+def test_reconcile_setting(value: str, environ: dict[str, str], expected: bool) -> None:
+    settings = load_settings({"k8s_reconcile": value}, environ={})
+    assert reconcile_enabled(settings, environ) is expected
+
+
+def test_processes_without_reconciler_is_the_webhook_only() -> None:
+    settings = load_settings({"k8s_reconcile": "false"}, environ={})
+    targets = plugin.processes(settings)
+    assert len(targets) == 1
+    target = targets[0]
+    assert isinstance(target, partial) and target.func is run_webhook_process
+    assert target.args == (settings,)
+
+
+def _app(tmp_path: Path, **overrides: str) -> Any:
+    config = {"data_dir": str(tmp_path), "plugins": "kubernetes", **overrides}
+    prepare(load_settings(config, environ={}), echo=lambda _line: None)
+    return create_app(config)
+
+
+def test_ready_when_the_reconciler_is_disabled(tmp_path: Path) -> None:
+    reply = _app(tmp_path, k8s_reconcile="false").test_client().get("/readyz")
+    assert reply.status_code == 200
+    assert reply.get_json()["checks"]["kubernetes"].startswith("ok")
+
+
+def test_not_ready_until_the_cluster_is_synced(tmp_path: Path) -> None:
+    app = _app(tmp_path, k8s_reconcile="true")
+    client = app.test_client()
+    reply = client.get("/readyz")
+    assert reply.status_code == 503
+    assert "initial sync" in reply.get_json()["checks"]["kubernetes"]
+    database = app.extensions["macpool"].database
+    with database.session(write=True) as session:
+        session.add(ClusterState(scope_path="/kubernetes", synced_at=datetime.now(UTC)))
+    reply = client.get("/readyz")
+    assert reply.status_code == 200
+    assert reply.get_json()["checks"]["kubernetes"].startswith("ok (synced")
+
+
+# --- macpool k8s manifests ------------------------------------------------------------------------
+
+
+def _invoke(args: list[str], env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+def test_manifests_json_lists_every_object_with_the_chosen_modes() -> None:
+    result = _invoke(
+        ["k8s", "manifests", "--image", "quay.io/x/macpool:1", "--namespace", "mp",
+         "--vm-mode", "opt-in", "--pod-mode", "opt-out", "--replicas", "3", "-o", "json"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    kinds = [item["kind"] for item in document["items"]]
+    for kind in ("Namespace", "ServiceAccount", "ClusterRole", "Deployment", "Service"):
+        assert kind in kinds
+    deployment = next(i for i in document["items"] if i["kind"] == "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["metadata"]["namespace"] == "mp"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "quay.io/x/macpool:1"
+    config = next(i for i in document["items"] if i["kind"] == "MutatingWebhookConfiguration")
+    selectors = {w["name"]: w["namespaceSelector"] for w in config["webhooks"]}
+    vm_expressions = selectors["mutatevirtualmachines.kubemacpool.io"]["matchExpressions"]
+    assert {
+        "key": "mutatevirtualmachines.kubemacpool.io",
+        "operator": "In",
+        "values": ["allocate"],
+    } in vm_expressions
+    assert all("caBundle" not in w["clientConfig"] for w in config["webhooks"])
+
+
+def test_manifests_yaml_with_ca_bundle(tmp_path: Path) -> None:
+    yaml = pytest.importorskip("yaml")
+    bundle = create_certificates(
+        service="macpool-webhook", namespace="macpool-system"
+    ).ca_bundle_pem
+    (tmp_path / "ca.pem").write_bytes(bundle)
+    result = _invoke(
+        ["k8s", "manifests", "--image", "img", "--ca-bundle", str(tmp_path / "ca.pem")]
+    )
+    assert result.exit_code == 0, result.output
+    documents = list(yaml.safe_load_all(result.output))
+    config = next(d for d in documents if d["kind"] == "MutatingWebhookConfiguration")
+    assert {w["clientConfig"]["caBundle"] for w in config["webhooks"]} == {
+        base64.b64encode(bundle).decode()
+    }
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--vm-mode", "sometimes"],
+        ["--replicas", "0"],
+        ["--timeout", "31"],
+        ["--output", "xml"],
+    ],
+)
+def test_manifests_refuse_bad_options(args: list[str]) -> None:
+    result = CliRunner().invoke(main, ["k8s", "manifests", "--image", "img", *args])
+    assert result.exit_code == 2
+    assert "Error" in result.output
+
+
+def test_manifests_need_an_image() -> None:
+    result = CliRunner().invoke(main, ["k8s", "manifests"])
+    assert result.exit_code == 2 and "--image" in result.output
+
+
+def test_manifests_refuse_a_relative_cluster_scope() -> None:
+    result = CliRunner().invoke(
+        main, ["k8s", "manifests", "--image", "img", "--cluster-scope", "kubernetes"]
+    )
+    assert result.exit_code == 2 and "--cluster-scope" in result.output
+
+
+# --- macpool k8s certs ----------------------------------------------------------------------------
+
+
+def test_certs_creates_then_keeps_the_managed_set(tmp_path: Path) -> None:
+    env = {"MACPOOL_DATA_DIR": str(tmp_path), "MACPOOL_K8S_NAMESPACE": "mp"}
+    first = json.loads(_invoke(["k8s", "certs", "--json"], env).output)
+    assert first["managed"] is True
+    assert first["dns_names"] == [
+        "macpool-webhook",
+        "macpool-webhook.mp",
+        "macpool-webhook.mp.svc",
+        "macpool-webhook.mp.svc.cluster.local",
+    ]
+    served = x509.load_pem_x509_certificate(Path(first["cert"]).read_bytes())
+    assert dns_names(served) == first["dns_names"]
+    second = json.loads(_invoke(["k8s", "certs", "--json"], env).output)
+    assert second["cert"] == first["cert"] and second["ca_bundle"] == first["ca_bundle"]
+    assert x509.load_pem_x509_certificate(Path(second["cert"]).read_bytes()) == served
+
+
+def test_certs_with_external_files_only_reports_them(tmp_path: Path) -> None:
+    certificates = create_certificates(service="x", namespace="y")
+    save_certificates(tmp_path / "ext", certificates)
+    env = {
+        "MACPOOL_DATA_DIR": str(tmp_path / "data"),
+        "MACPOOL_WEBHOOK_CERT": str(tmp_path / "ext" / "tls.crt"),
+        "MACPOOL_WEBHOOK_KEY": str(tmp_path / "ext" / "tls.key"),
+    }
+    result = _invoke(["k8s", "certs"], env)
+    assert result.exit_code == 0
+    assert "external files" in result.output
+    assert not (tmp_path / "data" / "webhook-tls").exists()
+
+
+@pytest.mark.parametrize("which", ["MACPOOL_WEBHOOK_CERT", "MACPOOL_WEBHOOK_KEY"])
+def test_certs_need_both_external_files(tmp_path: Path, which: str) -> None:
+    save_certificates(tmp_path, create_certificates(service="x", namespace="y"))
+    env = {"MACPOOL_DATA_DIR": str(tmp_path / "d"), which: str(tmp_path / "tls.crt")}
+    result = CliRunner().invoke(main, ["k8s", "certs"], env=env)
+    assert result.exit_code == 2
+    assert "both MACPOOL_WEBHOOK_CERT and MACPOOL_WEBHOOK_KEY" in result.output
+
+
+def test_certs_refuse_missing_external_files(tmp_path: Path) -> None:
+    env = {
+        "MACPOOL_DATA_DIR": str(tmp_path),
+        "MACPOOL_WEBHOOK_CERT": str(tmp_path / "nope.crt"),
+        "MACPOOL_WEBHOOK_KEY": str(tmp_path / "nope.key"),
+    }
+    result = CliRunner().invoke(main, ["k8s", "certs"], env=env)
+    assert result.exit_code == 2 and "nope.crt" in result.output
