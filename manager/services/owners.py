@@ -1,0 +1,308 @@
+"""Owners as a whole: aligning what an owner holds with what it is observed to carry.
+
+A channel that watches an external inventory (a reconciler) sees owners and their NICs as they
+really are, and must bring the allocations in line: confirm pending ones the inventory now
+shows, release ones it no longer shows, register MACs it carries that nobody allocated, move
+allocations from a provisional owner name to the final one. Every change goes through
+:mod:`manager.services.allocations`, so the uniqueness and duplicate rules stay in one place:
+a MAC the rules refuse is reported back, never forced in.
+
+"Settled" is the caller's judgement of a pending allocation's ``transaction`` stamp: whether the
+observation already reflects the change that asked for it. Unsettled pending allocations belong
+to a change still in flight and are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from manager.core.actor import Actor, Owner
+from manager.core.errors import Conflict, InterfaceInUse, InvalidInput
+from manager.core.mac import format_mac_int
+from manager.db import Allocation, Scope
+from manager.services.allocations import (
+    allocate_mac,
+    confirm_allocation,
+    describe_holder,
+    release_allocation,
+)
+from manager.services.audit import record_event
+from manager.services.scopes import ScopeRef, get_scope
+
+Settled = Callable[[str | None], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    """One allocation of a scope subtree, as plain values (cheap to hold 10^5 of them)."""
+
+    id: int
+    scope_id: int
+    scope_name: str
+    owner_kind: str
+    owner_name: str
+    owner_uid: str | None
+    interface: str
+    mac: int
+    state: str
+    transaction: str | None
+
+
+@dataclass(slots=True)
+class Alignment:
+    """What :func:`align_owner` did; ``refused`` maps interface → the refusal's details."""
+
+    confirmed: int = 0
+    released: int = 0
+    registered: int = 0
+    in_flight: int = 0
+    refused: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the database was modified."""
+        return bool(self.confirmed or self.released or self.registered)
+
+
+def _subtree(scope: Scope) -> Any:
+    """The SQL condition 'the allocation's scope is ``scope`` or one of its descendants'."""
+    prefix = scope.path.rstrip("/") + "/"
+    return or_(Scope.id == scope.id, Scope.path.startswith(prefix, autoescape=True))
+
+
+def _holdings(session: Session, scope: Scope, *conditions: Any) -> list[Holding]:
+    query = (
+        select(
+            Allocation.id,
+            Allocation.scope_id,
+            Scope.name.label("scope_name"),
+            Allocation.owner_kind,
+            Allocation.owner_name,
+            Allocation.owner_uid,
+            Allocation.interface,
+            Allocation.mac,
+            Allocation.state,
+            Allocation.transaction,
+        )
+        .join(Scope, Scope.id == Allocation.scope_id)
+        .where(_subtree(scope), *conditions)
+        .order_by(Allocation.id)
+    )
+    return [Holding(**row._asdict()) for row in session.execute(query)]
+
+
+def subtree_holdings(
+    session: Session, *, scope: ScopeRef, owner_kinds: Iterable[str] | None = None
+) -> list[Holding]:
+    """Every allocation held in ``scope`` and below (optionally of some owner kinds)."""
+    target = get_scope(session, scope)
+    if owner_kinds is None:
+        return _holdings(session, target)
+    return _holdings(session, target, Allocation.owner_kind.in_(list(owner_kinds)))
+
+
+def owner_allocations(
+    session: Session, *, scope: ScopeRef, owner_kind: str, owner_name: str
+) -> list[Allocation]:
+    """The allocations of one owner in one scope, by interface."""
+    target = get_scope(session, scope)
+    return list(
+        session.scalars(
+            select(Allocation)
+            .where(
+                Allocation.scope_id == target.id,
+                Allocation.owner_kind == owner_kind,
+                Allocation.owner_name == owner_name,
+            )
+            .order_by(Allocation.interface)
+        )
+    )
+
+
+def owners_named_like(
+    session: Session, *, scope: ScopeRef, owner_kind: str, prefix: str
+) -> dict[str, list[Allocation]]:
+    """Owner name → allocations, for the owners in one scope whose name starts with ``prefix``."""
+    target = get_scope(session, scope)
+    found: dict[str, list[Allocation]] = {}
+    for allocation in session.scalars(
+        select(Allocation)
+        .where(
+            Allocation.scope_id == target.id,
+            Allocation.owner_kind == owner_kind,
+            Allocation.owner_name.startswith(prefix, autoescape=True),
+        )
+        .order_by(Allocation.owner_name, Allocation.interface)
+    ):
+        found.setdefault(allocation.owner_name, []).append(allocation)
+    return found
+
+
+def rename_owner(
+    session: Session,
+    actor: Actor,
+    *,
+    scope: ScopeRef,
+    owner_kind: str,
+    old_name: str,
+    new_name: str,
+    uid: str | None = None,
+) -> int:
+    """Move every allocation of an owner to a new name (and uid); returns how many moved.
+
+    Used when a provisional name (known before the owner existed) becomes the real one. Refused
+    with :class:`InterfaceInUse` when the new name already holds one of the same interfaces:
+    two allocations must never share an owner identity.
+    """
+    target = get_scope(session, scope)
+    moving = owner_allocations(session, scope=target, owner_kind=owner_kind, owner_name=old_name)
+    if not moving or old_name == new_name:
+        return 0
+    taken = {
+        a.interface
+        for a in owner_allocations(
+            session, scope=target, owner_kind=owner_kind, owner_name=new_name
+        )
+    }
+    clash = sorted(taken & {a.interface for a in moving})
+    if clash:
+        raise InterfaceInUse(
+            f"{owner_kind} '{new_name}' in scope {target.path} already holds interface(s) "
+            f"{', '.join(clash)}; '{old_name}' cannot be renamed onto it.",
+            details={"interfaces": clash},
+        )
+    for allocation in moving:
+        allocation.owner_name = new_name
+        if uid is not None:
+            allocation.owner_uid = uid
+    session.flush()
+    record_event(
+        session,
+        actor,
+        action="allocation.rename",
+        target_type="owner",
+        target_id=None,
+        target=f"{owner_kind} {new_name}",
+        details={
+            "scope": target.path,
+            "owner_kind": owner_kind,
+            "from": old_name,
+            "to": new_name,
+            "allocations": [a.id for a in moving],
+        },
+    )
+    return len(moving)
+
+
+def align_owner(
+    session: Session,
+    actor: Actor,
+    *,
+    scope: ScopeRef,
+    owner: Owner,
+    observed: Mapping[str, int],
+    settled: Settled,
+) -> Alignment:
+    """Bring an owner's allocations in line with the interface → MAC map it was observed with.
+
+    Per held allocation: a pending one the observation has not ``settled`` is left alone (its
+    interface too); one whose interface shows the same MAC is kept (confirmed if pending); any
+    other is released. Then every observed interface without an allocation gets its MAC
+    registered as allocated; a refusal by the allocation rules (e.g. the MAC is held elsewhere
+    and duplicates are not allowed) is collected in ``refused`` rather than raised.
+    """
+    target = get_scope(session, scope)
+    result = Alignment()
+    busy: set[str] = set()
+    for allocation in owner_allocations(
+        session, scope=target, owner_kind=owner.kind, owner_name=owner.name
+    ):
+        if allocation.state == "pending" and not settled(allocation.transaction):
+            result.in_flight += 1
+            busy.add(allocation.interface)
+        elif observed.get(allocation.interface) == allocation.mac:
+            busy.add(allocation.interface)
+            if allocation.state == "pending":
+                confirm_allocation(session, actor, allocation.id)
+                result.confirmed += 1
+        elif allocation.state != "reserved":
+            release_allocation(session, actor, allocation.id, reason="reconciled")
+            result.released += 1
+        else:
+            busy.add(allocation.interface)
+    for interface, mac in sorted(observed.items()):
+        if interface in busy:
+            continue
+        try:
+            with session.begin_nested():
+                allocate_mac(
+                    session,
+                    actor,
+                    scope=target,
+                    owner=owner,
+                    interface=interface,
+                    mac=format_mac_int(mac),
+                )
+        except (Conflict, InvalidInput) as exc:
+            result.refused[interface] = {"mac": format_mac_int(mac), **exc.details}
+            continue
+        result.registered += 1
+    return result
+
+
+def expire_pending_in(
+    session: Session, actor: Actor, *, scope: ScopeRef, now: datetime | None = None
+) -> list[Holding]:
+    """Release the pending allocations of ``scope`` and below whose time ran out."""
+    target = get_scope(session, scope)
+    expired = _holdings(
+        session,
+        target,
+        Allocation.state == "pending",
+        Allocation.expires_at <= (now or datetime.now(UTC)),
+    )
+    for holding in expired:
+        release_allocation(session, actor, holding.id, reason="expired")
+    return expired
+
+
+def shared_macs(session: Session, *, scope: ScopeRef) -> dict[int, list[dict[str, Any]]]:
+    """MACs held more than once where at least one holder is in ``scope`` or below.
+
+    Maps each MAC to all of its holders (as :func:`describe_holder` shows them), wherever they
+    are: a duplicate shared with an owner outside the subtree is still a duplicate.
+    """
+    target = get_scope(session, scope)
+    shared = select(Allocation.mac).group_by(Allocation.mac).having(func.count() > 1)
+    inside = (
+        select(Allocation.mac)
+        .join(Scope, Scope.id == Allocation.scope_id)
+        .where(_subtree(target), Allocation.mac.in_(shared))
+    )
+    holders = session.scalars(
+        select(Allocation).where(Allocation.mac.in_(inside)).order_by(Allocation.mac, Allocation.id)
+    )
+    result: dict[int, list[dict[str, Any]]] = {}
+    for allocation in holders:
+        result.setdefault(allocation.mac, []).append(describe_holder(allocation))
+    return result
+
+
+__all__ = [
+    "Alignment",
+    "Holding",
+    "Settled",
+    "align_owner",
+    "expire_pending_in",
+    "owner_allocations",
+    "owners_named_like",
+    "rename_owner",
+    "shared_macs",
+    "subtree_holdings",
+]
