@@ -17,6 +17,7 @@ from manager.services import (
 )
 from manager.web import unit_of_work
 from ui.blueprint import bp
+from ui.confirm import confirm_and_delete
 from ui.errors import status_of
 from ui.forms import (
     FormState,
@@ -97,97 +98,81 @@ def _failed(
     return _render_form(form, rows, pool_id=pool_id, status=status_of(exc))
 
 
+def _submit(pool_id: int | None) -> ResponseReturnValue:
+    """The pool form's POST: a row button, or saving through the services."""
+    form, rows = _submitted()
+    changed = _row_operation(rows)
+    if changed is not None:
+        return _render_form(form, changed, pool_id=pool_id)
+    name, description = form.value("name"), form.value("description")
+    allow_duplicates, ranges = bool(form.value("allow_duplicates")), range_inputs(rows)
+    try:
+        with unit_of_work(write=True) as db:
+            if pool_id is None:
+                pool = create_pool(
+                    db,
+                    ui_actor(),
+                    name=name,
+                    description=description,
+                    allow_duplicates=allow_duplicates,
+                    ranges=ranges,
+                )
+            else:
+                pool = update_pool(
+                    db,
+                    ui_actor(),
+                    pool_id,
+                    name=name,
+                    description=description,
+                    allow_duplicates=allow_duplicates,
+                    ranges=ranges,
+                )
+            saved_id, saved_name = pool.id, pool.name
+    except MacPoolError as exc:
+        return _failed(exc, form, rows, pool_id)
+    flash(f"Pool '{saved_name}' {'created' if pool_id is None else 'saved'}.", "success")
+    return redirect(url_for("ui.pool_detail", pool_id=saved_id))
+
+
 @bp.route("/pools/new", methods=["GET", "POST"])
 @requires("admin")
 def pool_new() -> ResponseReturnValue:
     """Create a pool."""
     if request.method == "GET":
         return _render_form(FormState(), [], pool_id=None)
-    form, rows = _submitted()
-    changed = _row_operation(rows)
-    if changed is not None:
-        return _render_form(form, changed, pool_id=None)
-    try:
-        with unit_of_work(write=True) as db:
-            pool = create_pool(
-                db,
-                ui_actor(),
-                name=form.value("name"),
-                description=form.value("description"),
-                allow_duplicates=bool(form.value("allow_duplicates")),
-                ranges=range_inputs(rows),
-            )
-            pool_id, name = pool.id, pool.name
-    except MacPoolError as exc:
-        return _failed(exc, form, rows, None)
-    flash(f"Pool '{name}' created.", "success")
-    return redirect(url_for("ui.pool_detail", pool_id=pool_id))
+    return _submit(None)
 
 
 @bp.route("/pools/<int:pool_id>/edit", methods=["GET", "POST"])
 @requires("admin")
 def pool_edit(pool_id: int) -> ResponseReturnValue:
     """Edit a pool's name, description, duplicates flag and ranges."""
-    if request.method == "GET":
-        with unit_of_work() as db:
-            pool = get_pool(db, pool_id)
-            form = FormState(
-                values={
-                    "name": pool.name,
-                    "description": pool.description,
-                    "allow_duplicates": "on" if pool.allow_duplicates else "",
-                }
-            )
-            rows = [
-                RangeRow(format_mac_int(r.start_mac), format_mac_int(r.end_mac))
-                for r in sorted(pool.ranges, key=lambda r: r.start_mac)
-            ]
-        return _render_form(form, rows, pool_id=pool_id)
-    form, rows = _submitted()
-    changed = _row_operation(rows)
-    if changed is not None:
-        return _render_form(form, changed, pool_id=pool_id)
-    try:
-        with unit_of_work(write=True) as db:
-            pool = update_pool(
-                db,
-                ui_actor(),
-                pool_id,
-                name=form.value("name"),
-                description=form.value("description"),
-                allow_duplicates=bool(form.value("allow_duplicates")),
-                ranges=range_inputs(rows),
-            )
-            name = pool.name
-    except MacPoolError as exc:
-        return _failed(exc, form, rows, pool_id)
-    flash(f"Pool '{name}' saved.", "success")
-    return redirect(url_for("ui.pool_detail", pool_id=pool_id))
+    if request.method == "POST":
+        return _submit(pool_id)
+    with unit_of_work() as db:
+        pool = get_pool(db, pool_id)
+        form = FormState(
+            values={
+                "name": pool.name,
+                "description": pool.description,
+                "allow_duplicates": "on" if pool.allow_duplicates else "",
+            }
+        )
+        rows = [
+            RangeRow(format_mac_int(r.start_mac), format_mac_int(r.end_mac))
+            for r in sorted(pool.ranges, key=lambda r: r.start_mac)
+        ]
+    return _render_form(form, rows, pool_id=pool_id)
 
 
 @bp.route("/pools/<int:pool_id>/delete", methods=["GET", "POST"])
 @requires("admin")
 def pool_delete(pool_id: int) -> ResponseReturnValue:
     """Ask for confirmation, then delete; refusals are shown on the confirmation page."""
-    error, status = "", 200
-    if request.method == "POST":
-        try:
-            with unit_of_work(write=True) as db:
-                name = get_pool(db, pool_id).name
-                delete_pool(db, ui_actor(), pool_id)
-        except MacPoolError as exc:
-            error, status = exc.message, status_of(exc)
-        else:
-            flash(f"Pool '{name}' deleted.", "success")
-            return redirect(url_for("ui.pools"))
-    with unit_of_work() as db:
-        name = get_pool(db, pool_id).name
-    page = render_template(
-        "ui/confirm_delete.html",
-        title=f"Delete pool {name}",
-        what=f"pool '{name}'",
+    return confirm_and_delete(
+        label=lambda db: f"pool '{get_pool(db, pool_id).name}'",
+        delete=lambda db: delete_pool(db, ui_actor(), pool_id),
         action=url_for("ui.pool_delete", pool_id=pool_id),
         back=url_for("ui.pool_detail", pool_id=pool_id),
-        error=error,
+        done=url_for("ui.pools"),
     )
-    return page, status

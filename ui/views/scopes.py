@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import flash, redirect, render_template, request, url_for
+from flask import flash, redirect, render_template, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,7 @@ from manager.services.scopes import ResolvedPool
 from manager.web import unit_of_work
 from scopes import ScopeKind
 from ui.blueprint import bp
+from ui.confirm import confirm_and_delete
 from ui.errors import status_of
 from ui.forms import FormState, place_error, text_field
 from ui.paging import Pager, requested_page, window
@@ -161,25 +162,10 @@ def scope_move(scope_id: int) -> ResponseReturnValue:
 @requires("admin")
 def scope_delete(scope_id: int) -> ResponseReturnValue:
     """Ask for confirmation, then delete; refusals are shown on the confirmation page."""
-    error, status = "", 200
-    if request.method == "POST":
-        try:
-            with unit_of_work(write=True) as db:
-                path = get_scope(db, scope_id).path
-                delete_scope(db, ui_actor(), scope_id)
-        except MacPoolError as exc:
-            error, status = exc.message, status_of(exc)
-        else:
-            flash(f"Scope {path} deleted.", "success")
-            return redirect(url_for("ui.scopes"))
-    with unit_of_work() as db:
-        path = get_scope(db, scope_id).path
-    page = render_template(
-        "ui/confirm_delete.html",
-        title=f"Delete scope {path}",
-        what=f"scope {path}",
+    return confirm_and_delete(
+        label=lambda db: f"scope {get_scope(db, scope_id).path}",
+        delete=lambda db: delete_scope(db, ui_actor(), scope_id),
         action=url_for("ui.scope_delete", scope_id=scope_id),
         back=url_for("ui.scope_detail", scope_id=scope_id),
-        error=error,
+        done=url_for("ui.scopes"),
     )
-    return page, status
