@@ -116,3 +116,28 @@ def app_session(app: Flask, *, write: bool = True) -> Iterator[Session]:
     """A committed unit of work on the app's database, for arranging and checking data."""
     with app.app_context(), app.extensions["macpool"].database.session(write=write) as s:
         yield s
+
+
+def hold_duplicate(app: Flask, *, first_octet: str, owners: tuple[str, ...]) -> str:
+    """A duplicates-allowing pool ``XX:00:00:00:00:00-ff`` whose ``XX:..:05`` every owner holds."""
+    from manager.core.actor import Actor, Owner
+    from manager.services import allocate_mac, create_pool, create_scope
+
+    prefix = f"{first_octet}:00:00:00:00"
+    mac = f"{prefix}:05"
+    with app_session(app) as s:
+        pool = create_pool(
+            s,
+            Actor("t"),
+            name=f"shared-{first_octet}",
+            ranges=[f"{prefix}:00-{prefix}:ff"],
+            allow_duplicates=True,
+        )
+        scope = create_scope(
+            s, Actor("t"), kind="datacenter", name=f"dup-{first_octet}", pool_id=pool.id
+        )
+        for name in owners:
+            allocate_mac(
+                s, Actor("t"), scope=scope, owner=Owner("vm", name), interface="nic1", mac=mac
+            )
+    return mac

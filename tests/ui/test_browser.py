@@ -16,12 +16,12 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from manager.core.actor import Actor, Owner
+from manager.core.actor import Actor
 from manager.db import Base, Database, Pool
-from manager.services import allocate_mac, create_pool, create_scope
+from manager.services import create_pool
 from manager.services.auth import hash_password
 from manager.services.index_cache import forget
-from tests.ui.conftest import PASSWORD, app_session, make_app
+from tests.ui.conftest import PASSWORD, app_session, hold_duplicate, make_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -230,24 +230,7 @@ def test_reserve_release_and_mac_page(server: tuple[str, Flask], page: Page) -> 
 
 def test_duplicates_and_audit(server: tuple[str, Flask], page: Page) -> None:
     base, app = server
-    with app_session(app) as s:
-        pool = create_pool(
-            s,
-            Actor("t"),
-            name="shared",
-            ranges=["0e:00:00:00:00:00-0e:00:00:00:00:ff"],
-            allow_duplicates=True,
-        )
-        scope = create_scope(s, Actor("t"), kind="datacenter", name="dup-dc", pool_id=pool.id)
-        for name in ("vm-one", "vm-two"):
-            allocate_mac(
-                s,
-                Actor("t"),
-                scope=scope,
-                owner=Owner("vm", name),
-                interface="nic1",
-                mac="0e:00:00:00:00:05",
-            )
+    hold_duplicate(app, first_octet="0e", owners=("vm-one", "vm-two"))
     login(page, base, "viewer")
     page.get_by_role("link", name="Duplicates").click()
     expect(page.get_by_role("heading", name=re.compile("0e:00:00:00:00:05"))).to_be_visible()

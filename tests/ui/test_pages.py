@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 
 from manager.core.actor import Actor, Owner
 from manager.services import allocate_mac, create_pool, create_scope, record_event
-from tests.ui.conftest import app_session, login_as
+from tests.ui.conftest import app_session, hold_duplicate, login_as
 
 
 def test_dashboard_shows_pools_and_near_exhaustion(app: Flask, viewer: FlaskClient) -> None:
@@ -35,26 +35,9 @@ def test_dashboard_without_warnings(viewer: FlaskClient) -> None:
 
 def test_duplicates_page(app: Flask, viewer: FlaskClient) -> None:
     assert "No MAC is held twice." in viewer.get("/duplicates").get_data(as_text=True)
-    with app_session(app) as s:
-        pool = create_pool(
-            s,
-            Actor("t"),
-            name="shared",
-            ranges=["0a:00:00:00:00:00-0a:00:00:00:00:ff"],
-            allow_duplicates=True,
-        )
-        scope = create_scope(s, Actor("t"), kind="datacenter", name="dc", pool_id=pool.id)
-        for name in ("first", "second"):
-            allocate_mac(
-                s,
-                Actor("t"),
-                scope=scope,
-                owner=Owner("vm", name),
-                interface="e",
-                mac="0a:00:00:00:00:07",
-            )
+    mac = hold_duplicate(app, first_octet="0a", owners=("first", "second"))
     page = viewer.get("/duplicates").get_data(as_text=True)
-    assert "0a:00:00:00:00:07" in page and "2 holders" in page
+    assert mac in page and "2 holders" in page
     assert "first" in page and "second" in page
 
 
