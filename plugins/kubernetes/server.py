@@ -117,7 +117,7 @@ class WebhookApp:
         except _TooLarge:
             self._count(resource, "too_large", started)
             message = f"The AdmissionReview is larger than {MAX_REVIEW_BYTES} bytes."
-            return _json(start_response, 413, {"error": message}, [("Connection", "close")])
+            return _json(start_response, 413, {"error": message})
         except MalformedReview as exc:
             self._count(resource, "malformed", started)
             return _json(start_response, 400, {"error": exc.message})
@@ -174,8 +174,8 @@ def _read_body(environ: Environ) -> bytes:
 
 
 def _discard(stream: Any, length: int) -> None:
-    """Read and drop a too-large body of moderate size, so the client sees our 413 instead of a
-    reset connection; beyond ``DRAIN_LIMIT`` the connection is closed unread."""
+    """Read and drop a too-large body of moderate size, so a client that sends the whole body
+    before reading sees our 413 instead of a reset connection (beyond ``DRAIN_LIMIT``: unread)."""
     if length > DRAIN_LIMIT:
         return
     remaining = length

@@ -11,8 +11,13 @@ pool; an administrator gives a namespace its own pool by assigning one to that s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import fcntl
+import os
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Final
 
 from sqlalchemy import select
@@ -84,6 +89,7 @@ class ServiceBroker:
         self.wait_time = wait_time
         self.actor = actor
         self.now = now
+        self._scopes: dict[str, Scope] = {}
 
     @property
     def session(self) -> Session:
@@ -93,13 +99,19 @@ class ServiceBroker:
         return self._session
 
     def _scope(self, namespace: str, *, create: bool) -> Scope | None:
-        return namespace_scope(
-            self.session,
-            self.actor,
-            cluster_scope=self.cluster_scope,
-            namespace=namespace,
-            create=create,
-        )
+        # A review asks for its namespace twice (held_macs, then claim): look it up once.
+        scope = self._scopes.get(namespace)
+        if scope is None:
+            scope = namespace_scope(
+                self.session,
+                self.actor,
+                cluster_scope=self.cluster_scope,
+                namespace=namespace,
+                create=create,
+            )
+            if scope is not None:
+                self._scopes[namespace] = scope
+        return scope
 
     def _allocations(self, scope: Scope, owner: Owner) -> list[Allocation]:
         return list(
@@ -181,6 +193,52 @@ class ServiceBroker:
                 release_allocation(self.session, self.actor, found.id)
 
 
+class _WriterQueue:
+    """Serializes this process's and its siblings' webhook writes to one SQLite file.
+
+    SQLite lets one writer in at a time; the others wait in its busy handler, which polls with
+    sleeps growing to 100 ms, so under load a review can wait far longer than the lock is held.
+    Queuing first on a thread lock and an ``flock`` on a file beside the database wakes the next
+    writer as soon as the previous one commits. Other writers (API, reconciler) still use the busy
+    handler; this only keeps the webhook's own reviews from colliding.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.thread_lock = threading.Lock()
+        self._fd: int | None = None
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self.thread_lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_queues: dict[str, _WriterQueue] = {}
+_queues_lock = threading.Lock()
+
+
+@contextmanager
+def writer_turn(database: Database) -> Iterator[None]:
+    """Wait for this process's turn to write when the database is a SQLite file (else no-op)."""
+    name = database.url.database
+    if not database.is_sqlite or not name or name == ":memory:":
+        yield
+        return
+    with _queues_lock:
+        queue = _queues.get(name)
+        if queue is None:
+            queue = _queues[name] = _WriterQueue(Path(f"{name}.webhook-lock"))
+    with queue.turn():
+        yield
+
+
 def review_in_transaction(
     database: Database,
     reviewer: Reviewer,
@@ -193,31 +251,31 @@ def review_in_transaction(
     """Run one review in one write transaction: committed only when admitted and not a dry run.
 
     A refusal rolls back whatever the review did before the refusing step (all-or-nothing).
+    Reviews that never touch the database (most pods) neither open a session nor queue.
     """
-    opened: list[Session] = []
+    with ExitStack() as stack:
+        opened: list[Session] = []
 
-    def open_session() -> Session:
-        session = database.new_session(write=True)
-        session.info["low_threshold"] = low_threshold
-        opened.append(session)
-        return session
+        def open_session() -> Session:
+            stack.enter_context(writer_turn(database))
+            session = stack.enter_context(database.new_session(write=True))
+            session.info["low_threshold"] = low_threshold
+            opened.append(session)
+            return session
 
-    broker = ServiceBroker(open_session, cluster_scope=cluster_scope, wait_time=wait_time)
-    try:
-        result = reviewer(request, broker=broker)
+        broker = ServiceBroker(open_session, cluster_scope=cluster_scope, wait_time=wait_time)
+        try:
+            result = reviewer(request, broker=broker)
+        except BaseException:
+            for session in opened:
+                session.rollback()
+            raise
         for session in opened:
             if result.allowed and not request.dry_run:
                 session.commit()
             else:
                 session.rollback()
         return result
-    except BaseException:
-        for session in opened:
-            session.rollback()
-        raise
-    finally:
-        for session in opened:
-            session.close()
 
 
 __all__ = [
@@ -226,4 +284,5 @@ __all__ = [
     "cluster_scope_kinds",
     "namespace_scope",
     "review_in_transaction",
+    "writer_turn",
 ]

@@ -1,0 +1,184 @@
+"""Admission webhook throughput and latency over HTTPS with keep-alive, on SQLite.
+
+Starts the real listener (``macpool k8s webhook``: gunicorn, TLS, two workers) and drives it
+from client processes, each holding one keep-alive HTTPS connection that verifies the server:
+
+1. closed loop, as fast as the server answers: the no-op handler (``/mutate-noop``: parse the
+   review, answer "allowed"), then VM CREATE reviews (``/mutate-virtualmachines``: a new VM with
+   one masquerade interface each, so every review allocates one MAC in one write transaction);
+2. open loop at half the VM rate measured in 1: requests leave on a fixed schedule and latency is
+   counted from the scheduled send time (no coordinated omission).
+
+Goals (DESIGN §5 issue): VM rate / no-op rate ≥ 0.6; p99 at half the maximum VM rate ≤ 20 ms.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing
+import os
+import ssl
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import Result, latency_results, result
+
+CLIENTS = int(os.environ.get("BENCH_WEBHOOK_CLIENTS", "6"))
+SECONDS = float(os.environ.get("BENCH_WEBHOOK_SECONDS", "8"))
+WARMUP_SECONDS = 2.0
+
+
+def _vm_review(namespace: str, name: str) -> bytes:
+    """The review the API server sends for ``kubectl create`` of a one-NIC VM."""
+    vm = {
+        "apiVersion": "kubevirt.io/v1",
+        "kind": "VirtualMachine",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "runStrategy": "Always",
+            "template": {
+                "metadata": {"labels": {"kubevirt.io/vm": name}},
+                "spec": {
+                    "domain": {
+                        "devices": {
+                            "interfaces": [{"name": "default", "masquerade": {}}],
+                            "disks": [{"name": "disk0", "disk": {"bus": "virtio"}}],
+                        },
+                        "resources": {"requests": {"memory": "64Mi"}},
+                    },
+                    "networks": [{"name": "default", "pod": {}}],
+                    "volumes": [{"name": "disk0", "containerDisk": {"image": "cirros"}}],
+                },
+            },
+        },
+    }
+    gvk = {"group": "kubevirt.io", "version": "v1", "kind": "VirtualMachine"}
+    request = {
+        "uid": f"uid-{namespace}-{name}",
+        "kind": gvk,
+        "resource": {"group": "kubevirt.io", "version": "v1", "resource": "virtualmachines"},
+        "name": name,
+        "namespace": namespace,
+        "operation": "CREATE",
+        "userInfo": {"username": "bench"},
+        "object": vm,
+        "oldObject": None,
+        "dryRun": False,
+    }
+    document = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    return json.dumps(document).encode()
+
+
+def _client(
+    port: int,
+    ca: str,
+    path: str,
+    prefix: str,
+    seconds: float,
+    interval: float | None,
+    results: Any,
+) -> None:
+    """One connection: closed loop (``interval`` None) or a fixed schedule; reports latencies."""
+    context = ssl.create_default_context(cafile=ca)
+    connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    latencies: list[int] = []
+    errors = 0
+    count = 0
+    start = time.perf_counter()
+    end = start + seconds
+    scheduled = start
+    while True:
+        now = time.perf_counter()
+        if interval is not None:
+            if scheduled >= end:
+                break
+            if scheduled > now:
+                time.sleep(scheduled - now)
+            sent_at = scheduled
+            scheduled += interval
+        else:
+            if now >= end:
+                break
+            sent_at = now
+        connection.request("POST", path, body=_vm_review(prefix, f"vm-{count}"), headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        latencies.append(int((time.perf_counter() - sent_at) * 1e9))
+        count += 1
+        if response.status != 200 or b'"allowed":true' not in body:
+            errors += 1
+    connection.close()
+    results.put((count, errors, time.perf_counter() - start, latencies))
+
+
+def _drive(
+    port: int, ca: Path, path: str, *, label: str, seconds: float, rate: float | None = None
+) -> tuple[float, int, list[int]]:
+    """Run CLIENTS client processes; returns (requests/s, errors, latencies in ns)."""
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    interval = CLIENTS / rate if rate else None
+    processes = [
+        context.Process(
+            target=_client,
+            args=(port, str(ca), path, f"{label}-{index}", seconds, interval, results),
+        )
+        for index in range(CLIENTS)
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=seconds + 60) for _ in processes]
+    for process in processes:
+        process.join()
+    total = sum(count for count, _, _, _ in outcomes)
+    errors = sum(error for _, error, _, _ in outcomes)
+    elapsed = max(duration for _, _, duration, _ in outcomes)
+    latencies = [value for _, _, _, values in outcomes for value in values]
+    return total / elapsed, errors, latencies
+
+
+def run() -> list[Result]:
+    """Measure the no-op and VM CREATE rates, their ratio, and latency at half the VM rate."""
+    from tests.plugins.kubernetes.webhook_harness import running_webhook
+
+    results: list[Result] = []
+    setup = f"{CLIENTS} keep-alive HTTPS connections, gunicorn 2 workers x 4 threads, SQLite WAL"
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        running_webhook(
+            Path(directory), MACPOOL_DEFAULT_RANGE="02:00:00:00:00:00-02:00:00:ff:ff:ff"
+        ) as webhook,
+    ):
+        port = int(webhook.url.rsplit(":", 1)[1])
+        _drive(port, webhook.ca, "/mutate-virtualmachines", label="warm", seconds=WARMUP_SECONDS)
+        noop_rate, noop_errors, noop_latencies = _drive(
+            port, webhook.ca, "/mutate-noop", label="noop", seconds=SECONDS
+        )
+        vm_rate, vm_errors, vm_latencies = _drive(
+            port, webhook.ca, "/mutate-virtualmachines", label="max", seconds=SECONDS
+        )
+        half_rate, half_errors, half_latencies = _drive(
+            port, webhook.ca, "/mutate-virtualmachines", label="half", seconds=SECONDS,
+            rate=vm_rate / 2,
+        )  # fmt: skip
+    errors = noop_errors + vm_errors + half_errors
+    results.append(result("no-op reviews", noop_rate, "req/s", f"closed loop; {setup}"))
+    results.append(result("VM CREATE reviews", vm_rate, "req/s", f"closed loop; {setup}"))
+    results.append(result("VM/no-op ratio", vm_rate / noop_rate, "", "goal >= 0.6"))
+    results.append(result("VM CREATE at half rate", half_rate, "req/s", "open loop"))
+    results.extend(latency_results("no-op closed loop latency", noop_latencies, setup))
+    results.extend(latency_results("VM closed loop latency", vm_latencies, setup))
+    results.extend(
+        latency_results(
+            "VM latency at half rate", half_latencies, "from scheduled send time; goal p99 <= 20 ms"
+        )
+    )
+    results.append(result("errors", errors, "requests", "non-200 or not allowed"))
+    return results
+
+
+__all__ = ["run"]
