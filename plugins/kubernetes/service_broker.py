@@ -90,6 +90,7 @@ class ServiceBroker:
         self.actor = actor
         self.now = now
         self._scopes: dict[str, Scope] = {}
+        self._held: dict[tuple[int, str, str], list[Allocation]] = {}
 
     @property
     def session(self) -> Session:
@@ -114,22 +115,32 @@ class ServiceBroker:
         return scope
 
     def _allocations(self, scope: Scope, owner: Owner) -> list[Allocation]:
-        return list(
-            self.session.scalars(
-                select(Allocation).where(
-                    Allocation.scope_id == scope.id,
-                    Allocation.owner_kind == owner.kind,
-                    Allocation.owner_name == owner.name,
+        # held_macs then claim read the same rows; nothing changes them in between.
+        key = (scope.id, owner.kind, owner.name)
+        rows = self._held.pop(key, None)
+        if rows is None:
+            rows = list(
+                self.session.scalars(
+                    select(Allocation).where(
+                        Allocation.scope_id == scope.id,
+                        Allocation.owner_kind == owner.kind,
+                        Allocation.owner_name == owner.name,
+                    )
                 )
             )
-        )
+        return rows
+
+    def _remember(self, scope: Scope, owner: Owner, rows: list[Allocation]) -> None:
+        self._held[(scope.id, owner.kind, owner.name)] = rows
 
     def held_macs(self, owner: Owner) -> dict[str, str]:
         """Interface name → MAC of every allocation the owner holds."""
         scope = self._scope(owner.namespace, create=False)
         if scope is None:
             return {}
-        return {a.interface: format_mac_int(a.mac) for a in self._allocations(scope, owner)}
+        rows = self._allocations(scope, owner)
+        self._remember(scope, owner, rows)
+        return {a.interface: format_mac_int(a.mac) for a in rows}
 
     def claim(
         self,
