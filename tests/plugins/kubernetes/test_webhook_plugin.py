@@ -12,17 +12,22 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from cryptography import x509
+from prometheus_client import CollectorRegistry
 
 from manager.app import create_app
 from manager.cli import main
 from manager.config import load_settings
+from manager.core.actor import Actor, Owner
 from manager.db import ClusterState
 from manager.plugins import available_plugins
 from manager.serve import prepare
+from manager.services import allocate_mac, assign_pool, create_pool, create_scope
 from plugins.kubernetes import plugin
 from plugins.kubernetes.certificates import create_certificates, dns_names
 from plugins.kubernetes.certstore import save_certificates
+from plugins.kubernetes.metrics import CollisionCollector
 from plugins.kubernetes.runtime import reconcile_enabled, run_webhook_process
+from plugins.kubernetes.service_broker import namespace_scope
 
 
 def test_entry_point_names_the_plugin_object() -> None:
@@ -206,3 +211,56 @@ def test_certs_refuse_missing_external_files(tmp_path: Path) -> None:
     }
     result = CliRunner().invoke(main, ["k8s", "certs"], env=env)
     assert result.exit_code == 2 and "nope.crt" in result.output
+
+
+# --- collision metrics ------------------------------------------------------------------------
+
+
+def test_collision_metrics_count_shared_macs_of_the_cluster_scope_only(tmp_path: Path) -> None:
+    settings = load_settings({"data_dir": str(tmp_path)}, environ={})
+    database = prepare(settings, echo=lambda _line: None)
+    actor = Actor("test")
+    with database.session(write=True) as session:
+        shared = create_pool(
+            session, actor, name="shared", ranges=["0a:00:00:00:00:00-0a:00:00:00:00:ff"],
+            allow_duplicates=True,
+        )  # fmt: skip
+        for namespace in ("a", "b"):
+            scope = namespace_scope(
+                session, actor, cluster_scope="/kubernetes", namespace=namespace
+            )
+            assign_pool(session, actor, scope, shared.id)
+        outside = create_scope(session, actor, kind="datacenter", name="dc", parent="/")
+        assign_pool(session, actor, outside, shared.id)
+        mac = "0a:00:00:00:00:07"
+        for scope_path, name in (
+            ("/kubernetes/a", "x"),
+            ("/kubernetes/b", "y"),
+            ("/kubernetes/b", "z"),
+        ):
+            allocate_mac(
+                session,
+                actor,
+                scope=scope_path,
+                owner=Owner("vm", name),
+                interface="default",
+                mac=mac,
+            )
+        # Shared only outside the cluster: not a Kubernetes collision.
+        for name in ("p", "q"):
+            allocate_mac(
+                session,
+                actor,
+                scope="/dc",
+                owner=Owner("ovirt-vm", name),
+                interface="nic1",
+                mac="0a:00:00:00:00:08",
+            )
+        allocate_mac(
+            session, actor, scope="/kubernetes/a", owner=Owner("vm", "lonely"), interface="default"
+        )
+    registry = CollectorRegistry()
+    registry.register(CollisionCollector(database, cluster_scope="/kubernetes"))
+    assert registry.get_sample_value("kubevirt_kmp_duplicate_macs") == 2
+    assert registry.get_sample_value("kmp_mac_collisions", {"mac": mac}) == 3
+    assert registry.get_sample_value("kmp_mac_collisions", {"mac": "0a:00:00:00:00:08"}) is None
