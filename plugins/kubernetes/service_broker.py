@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Final
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
 from manager.core.actor import Owner as ServiceOwner
-from manager.core.errors import NotFound
+from manager.core.errors import NameInUse, NotFound
 from manager.core.mac import format_mac_int, parse_assignable_mac
 from manager.db import Allocation, Database, Scope
 from manager.services import allocate_mac, ensure_path, ensure_scope, get_scope
@@ -58,13 +59,36 @@ def namespace_scope(
     except NotFound:
         if not create:
             return None
-    try:
-        cluster = get_scope(session, cluster_scope)
-    except NotFound:
-        cluster = ensure_path(
+    cluster = _get_or_create(
+        session,
+        cluster_scope,
+        lambda: ensure_path(
             session, actor, cluster_scope, kinds=cluster_scope_kinds(cluster_scope)
-        )
-    return ensure_scope(session, actor, parent=cluster, kind="namespace", name=namespace)
+        ),
+    )
+    return _get_or_create(
+        session,
+        path,
+        lambda: ensure_scope(session, actor, parent=cluster, kind="namespace", name=namespace),
+    )
+
+
+def _get_or_create(session: Session, path: str, create: Callable[[], Scope]) -> Scope:
+    """The scope at ``path``, created when missing; a concurrent creator's scope wins.
+
+    On PostgreSQL two reviews of a new namespace race to insert it: the loser's insert waits for
+    the winner's commit and fails on the unique name (or the service's name check sees the
+    committed winner first); the savepoint is rolled back and the winner's scope is read.
+    """
+    try:
+        return get_scope(session, path)
+    except NotFound:
+        pass
+    try:
+        with session.begin_nested():
+            return create()
+    except (IntegrityError, NameInUse):  # NameInUse: the winner committed before our check
+        return get_scope(session, path)
 
 
 class ServiceBroker:

@@ -20,10 +20,11 @@ from typing import Any
 import jsonpatch
 import pytest
 import requests
+from sqlalchemy import text
 
 from manager.core.actor import Actor
 from manager.core.mac import format_mac_int, parse_mac
-from manager.db import Allocation, Scope
+from manager.db import Allocation, Base, Database, Scope
 from manager.services import assign_pool, create_pool, find_allocations, get_scope
 from plugins.kubernetes.admission import (
     RANGE_FULL,
@@ -36,6 +37,7 @@ from plugins.kubernetes.admission import (
 from plugins.kubernetes.patches import TRANSACTION_ANNOTATION
 from plugins.kubernetes.review import MAX_REVIEW_BYTES
 from plugins.kubernetes.service_broker import namespace_scope
+from tests.conftest import POSTGRES_URL
 from tests.plugins.kubernetes.conftest import POD_GVK, VERSIONS, VM_GVK, review_body
 from tests.plugins.kubernetes.test_admission_vm import MULTUS_NET, POD_NET, ifaces, vm
 from tests.plugins.kubernetes.webhook_harness import DEFAULT_RANGE, Webhook, running_webhook
@@ -46,9 +48,24 @@ DEFAULT_START, DEFAULT_END = (int(parse_mac(m)) for m in DEFAULT_RANGE.split("-"
 _pool_numbers = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Webhook]:
-    with running_webhook(tmp_path_factory.mktemp("webhook")) as running:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def webhook(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Webhook]:
+    """The listener on SQLite, and on PostgreSQL when MACPOOL_TEST_POSTGRES_URL is set."""
+    extra: dict[str, str] = {}
+    if request.param == "postgres":
+        if not POSTGRES_URL:
+            pytest.skip("MACPOOL_TEST_POSTGRES_URL is not set")
+        empty = Database(POSTGRES_URL)
+        with empty.engine.begin() as connection:
+            Base.metadata.drop_all(connection)
+            connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        empty.dispose()
+        extra["MACPOOL_DATABASE_URL"] = POSTGRES_URL
+    with running_webhook(tmp_path_factory.mktemp("webhook"), **extra) as running:
         yield running
 
 
