@@ -58,6 +58,18 @@ def test_processes_without_reconciler_is_the_webhook_only() -> None:
     assert target.args == (settings,)
 
 
+def test_processes_with_reconciler_add_its_run() -> None:
+    import pickle
+
+    from plugins.kubernetes.reconciler import run
+
+    settings = load_settings({"k8s_reconcile": "true"}, environ={})
+    targets = plugin.processes(settings)
+    assert [t.func for t in targets if isinstance(t, partial)] == [run_webhook_process, run]
+    # serve starts them with the spawn method: they must survive pickling.
+    assert [pickle.loads(pickle.dumps(t)).func for t in targets] == [run_webhook_process, run]
+
+
 def _app(tmp_path: Path, **overrides: str) -> Any:
     config = {"data_dir": str(tmp_path), "plugins": "kubernetes", **overrides}
     prepare(load_settings(config, environ={}), echo=lambda _line: None)
