@@ -1,0 +1,61 @@
+"""The webhook WSGI application in-process: failures that need a broken database to show."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prometheus_client import generate_latest
+from werkzeug.test import Client
+
+from manager.db import Base, Database
+from plugins.kubernetes.metrics import AdmissionMetrics
+from plugins.kubernetes.server import WebhookApp
+from tests.plugins.kubernetes.conftest import POD_GVK, VM_GVK, review_body
+from tests.plugins.kubernetes.test_admission_vm import POD_NET, vm
+
+
+def _client(tmp_path: Path) -> tuple[Client, AdmissionMetrics]:
+    # A database file without the schema: any query fails.
+    metrics = AdmissionMetrics()
+    app = WebhookApp(
+        Database(f"sqlite:///{tmp_path / 'empty.db'}"),
+        cluster_scope="/kubernetes",
+        wait_time=300,
+        metrics=metrics,
+    )
+    return Client(app), metrics
+
+
+def test_database_failure_is_a_500_and_counted(tmp_path: Path) -> None:
+    client, metrics = _client(tmp_path)
+    body = review_body(vm([{"name": "default", "masquerade": {}}], [POD_NET]), gvk=VM_GVK)
+    reply = client.post("/mutate-virtualmachines", data=body)
+    assert reply.status_code == 500
+    assert json.loads(reply.get_data()) == {"error": "internal error; see the MacPool log"}
+    samples = {
+        (sample.labels["resource"], sample.labels["result"]): sample.value
+        for sample in metrics.admissions.collect()[0].samples
+        if sample.name.endswith("_total")
+    }
+    assert samples == {("virtualmachines", "error"): 1.0}
+
+
+def test_pod_without_networks_never_touches_the_database(tmp_path: Path) -> None:
+    client, _ = _client(tmp_path)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
+    reply = client.post("/mutate-pods", data=review_body(pod, gvk=POD_GVK))
+    assert reply.status_code == 200
+    assert json.loads(reply.get_data())["response"]["allowed"] is True
+    assert not (tmp_path / "empty.db.webhook-lock").exists()
+
+
+def test_main_app_registry_reads_no_webhook_files_until_they_exist(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    Base.metadata.create_all(database.engine)
+    registry = AdmissionMetrics.shared_registry(
+        database, cluster_scope="/kubernetes", directory=tmp_path / "missing"
+    )
+    text = generate_latest(registry).decode()
+    assert "kubevirt_kmp_duplicate_macs 0.0" in text
+    assert "macpool_webhook_admissions" not in text
