@@ -28,6 +28,8 @@ from bench.common import Result, latency_results, result
 
 CLIENTS = int(os.environ.get("BENCH_WEBHOOK_CLIENTS", "6"))
 SECONDS = float(os.environ.get("BENCH_WEBHOOK_SECONDS", "8"))
+WORKERS = os.environ.get("BENCH_WEBHOOK_WORKERS", "2")
+THREADS = os.environ.get("BENCH_WEBHOOK_THREADS", "4")
 WARMUP_SECONDS = 2.0
 
 
@@ -146,7 +148,10 @@ def run() -> list[Result]:
     from tests.plugins.kubernetes.webhook_harness import running_webhook
 
     results: list[Result] = []
-    setup = f"{CLIENTS} keep-alive HTTPS connections, gunicorn 2 workers x 4 threads, SQLite WAL"
+    setup = (
+        f"{CLIENTS} keep-alive HTTPS connections, gunicorn {WORKERS} workers x {THREADS} threads, "
+        "SQLite WAL"
+    )
     with (
         tempfile.TemporaryDirectory() as directory,
         running_webhook(
