@@ -183,13 +183,17 @@ class ServiceBroker:
         assert scope is not None
         held = {a.interface: a for a in self._allocations(scope, owner)}
         # Release every MAC that moves first, so interfaces can swap MACs within one request.
-        for claim in claims:
-            current = held.get(claim.interface)
-            if current is None or claim.mac is None:
-                continue
-            if parse_assignable_mac(claim.mac).value != current.mac:
-                release_allocation(self.session, self.actor, current.id, reason="moved")
-                del held[claim.interface]
+        # A MAC this owner holds on an interface the request drops, and asks for on another
+        # (an interface renamed with its MAC kept), moves too: it stays the owner's own MAC.
+        claimed = {claim.interface for claim in claims}
+        requested = {parse_assignable_mac(c.mac).value for c in claims if c.mac is not None}
+        for interface, allocation in list(held.items()):
+            wanted = next((c.mac for c in claims if c.interface == interface), None)
+            moving = wanted is not None and parse_assignable_mac(wanted).value != allocation.mac
+            renamed = interface not in claimed and allocation.mac in requested
+            if moving or renamed:
+                release_allocation(self.session, self.actor, allocation.id, reason="moved")
+                del held[interface]
         service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
         result: dict[str, str] = {}
         for claim in claims:
@@ -197,7 +201,7 @@ class ServiceBroker:
             if current is not None:
                 result[claim.interface] = format_mac_int(current.mac)
                 continue
-            allocation = allocate_mac(
+            created = allocate_mac(
                 self.session,
                 self.actor,
                 scope=scope,
@@ -208,7 +212,7 @@ class ServiceBroker:
                 transaction=transaction,
                 now=self.now,
             ).allocation
-            result[claim.interface] = format_mac_int(allocation.mac)
+            result[claim.interface] = format_mac_int(created.mac)
         return result
 
     def release(self, owner: Owner, interfaces: Sequence[str], *, dry_run: bool) -> None:

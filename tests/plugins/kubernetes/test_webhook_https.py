@@ -501,6 +501,20 @@ def test_update_swapping_macs_between_interfaces_is_allowed(
     assert rows["br1"][0] == macs_of(stored)["default"]
 
 
+def test_update_renaming_an_interface_keeps_its_mac(
+    client: requests.Session, webhook: Webhook, ns: str
+) -> None:
+    stored = _created(client, webhook, masquerade_vm(ns, "renamed"))
+    mac = macs_of(stored)["default"]
+    new = copy.deepcopy(stored)
+    ifaces(new)[0]["name"] = "eth0"
+    new["spec"]["template"]["spec"]["networks"][0]["name"] = "eth0"
+    answer = admit(client, webhook, new, operation="UPDATE", old=stored)
+    assert answer.allowed, answer.message
+    assert {k: v[0] for k, v in held(webhook, ns, "renamed").items()} == {"eth0": mac}
+    assert holders_of(webhook, mac) == 1
+
+
 def test_update_removing_an_interface_keeps_its_mac_until_the_reconciler_sees_it(
     client: requests.Session, webhook: Webhook, ns: str
 ) -> None:
