@@ -138,9 +138,11 @@ class WebhookApp:
         self.metrics.observe(resource, result, time.perf_counter() - started)
 
     def _review_vm(self, request: AdmissionRequest) -> AdmissionResult:
+        _require_namespace(request)
         return self._in_transaction(review_virtual_machine, request)
 
     def _review_pod(self, request: AdmissionRequest) -> AdmissionResult:
+        _require_namespace(request)
         return self._in_transaction(review_pod, request)
 
     def _in_transaction(
@@ -154,6 +156,15 @@ class WebhookApp:
             wait_time=self.wait_time,
             low_threshold=self.low_threshold,
         )
+
+
+def _require_namespace(request: AdmissionRequest) -> None:
+    """VMs and Pods are namespaced: a review of one without a namespace is malformed (its MACs
+    would otherwise land in the cluster scope itself)."""
+    metadata = (request.object or {}).get("metadata")
+    from_object = metadata.get("namespace") if isinstance(metadata, dict) else None
+    if request.object is not None and not (request.namespace or from_object):
+        raise MalformedReview("request.namespace is empty; VMs and Pods are namespaced.")
 
 
 def _read_body(environ: Environ) -> bytes:

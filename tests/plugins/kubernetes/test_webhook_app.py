@@ -59,3 +59,14 @@ def test_main_app_registry_reads_no_webhook_files_until_they_exist(tmp_path: Pat
     text = generate_latest(registry).decode()
     assert "kubevirt_kmp_duplicate_macs 0.0" in text
     assert "macpool_webhook_admissions" not in text
+
+
+def test_review_without_a_namespace_is_malformed(tmp_path: Path) -> None:
+    client, _ = _client(tmp_path)
+    obj = vm([{"name": "default", "masquerade": {}}], [POD_NET])
+    del obj["metadata"]["namespace"]
+    body = json.loads(review_body(obj, gvk=VM_GVK))
+    body["request"]["namespace"] = ""
+    reply = client.post("/mutate-virtualmachines", data=json.dumps(body))
+    assert reply.status_code == 400
+    assert "namespace" in json.loads(reply.get_data())["error"]
