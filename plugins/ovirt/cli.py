@@ -115,6 +115,8 @@ def import_ovirt(
             )
     except ImportRefused as exc:
         report = exc.report
+    finally:
+        ctx.database.dispose()  # the command is done with the database: close its connections
     _show(report, as_json=as_json)
     if report.refused:
         sys.exit(1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from manager.core.actor import Actor
 from manager.db import Base, Database
 from manager.services import bootstrap
 from manager.services.auth import create_token
+from manager.web import state
 from plugins.ovirt.generate import vm_ovf
 from plugins.ovirt.web import MAX_UPLOAD_KEY
 
@@ -65,12 +66,13 @@ HOSTILE: dict[str, tuple[str, bytes, str]] = {
 
 
 @pytest.fixture
-def db(db_url: str) -> Database:
+def db(db_url: str) -> Iterator[Database]:
     database = Database(db_url)
     Base.metadata.create_all(database.engine)
     with database.session(write=True) as session:
         bootstrap(session, default_range=IMPORT_DEFAULT_RANGE)
-    return database
+    yield database
+    database.dispose()
 
 
 def _counts(db: Database) -> dict[str, int]:
@@ -141,9 +143,10 @@ def test_cli_refuses_hostile_input(
 
 
 @pytest.fixture
-def client(db: Database, db_url: str, tmp_path: Path) -> FlaskClient:
+def client(db: Database, db_url: str, tmp_path: Path) -> Iterator[FlaskClient]:
     app = create_app({"database_url": db_url, "data_dir": str(tmp_path), "plugins": "ovirt"})
-    return app.test_client()
+    yield app.test_client()
+    state(app).database.dispose()
 
 
 @pytest.fixture
