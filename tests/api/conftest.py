@@ -16,6 +16,7 @@ from manager.core.actor import Actor
 from manager.db import Allocation, AuditEvent, Base, Database, HeldMac, Pool, PoolRange, Scope
 from manager.services import bootstrap
 from manager.services.auth import ROLES, create_token
+from manager.web import state
 from tests.conftest import DEFAULT_RANGE
 
 Headers = dict[str, str]
@@ -53,8 +54,11 @@ def api_db(db_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def app(api_db: Database, db_url: str, tmp_path: Path) -> Flask:
-    return make_app(db_url, tmp_path)
+def app(api_db: Database, db_url: str, tmp_path: Path) -> Iterator[Flask]:
+    application = make_app(db_url, tmp_path)
+    yield application
+    # Close the app's pooled connections now, not whenever the garbage collector gets to them.
+    state(application).database.dispose()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from manager.services.auth import ROLES, role_allows
+from manager.web import state
 from tests.api.conftest import Headers, make_app, make_tokens, prepare_database, snapshot_of
 
 RANGE = {"start": "0a:00:00:00:00:00", "end": "0a:00:00:00:00:ff"}
@@ -90,9 +91,11 @@ class Env:
 def _env(tmp: Path) -> Iterator[Env]:
     db = prepare_database(f"sqlite:///{tmp / 'macpool.db'}")
     tokens = make_tokens(db)
-    client = make_app(str(db.url), tmp).test_client()
+    app = make_app(str(db.url), tmp)
+    client = app.test_client()
     prepare(client, {"Authorization": f"Bearer {tokens['admin']}"})
     yield Env(client, tokens, snapshot_of(db))
+    state(app).database.dispose()
     db.dispose()
 
 
