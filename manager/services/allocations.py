@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,7 @@ from manager.services.audit import record_event
 from manager.services.common import Page, check_id, check_paging, lock_pools
 from manager.services.index_cache import pool_index, record_change
 from manager.services.pools import containing_pool
-from manager.services.scopes import ScopeRef, get_scope, resolve_pool
+from manager.services.scopes import ScopeRef, get_scope, scope_and_pool_id
 
 STATES = ("allocated", "pending", "reserved")
 MAX_TTL_SECONDS = 30 * 24 * 3600
@@ -163,7 +163,7 @@ def allocate_mac(
         raise InvalidInput("A pending allocation needs ttl_seconds.", field="ttl_seconds")
     requested = parse_assignable_mac(mac) if mac is not None else None
 
-    target = get_scope(session, scope)
+    target, effective_id = scope_and_pool_id(session, scope)
     existing = find_by_identity(
         session, scope=target, owner_kind=owner_kind, owner_name=owner_name, interface=interface
     )
@@ -178,12 +178,15 @@ def allocate_mac(
             )
         return AllocationResult(existing, created=False)
 
-    effective = resolve_pool(session, target).pool
     pool_for_change: Pool | None
     if requested is None:
-        value, pool_for_change, in_range = _take_next(session, effective)
+        value, effective, size = _take_next(session, effective_id)
+        pool_for_change, in_range = effective, True
     else:
-        value, pool_for_change, in_range = _take_requested(session, effective, requested.value)
+        value, effective, pool_for_change, in_range = _take_requested(
+            session, effective_id, requested.value
+        )
+        size = None
     allocation = Allocation(
         mac=value,
         pool_id=effective.id,
@@ -220,12 +223,13 @@ def allocate_mac(
         },
     )
     if pool_for_change is not None:
-        _check_availability(session, actor, pool_for_change)
+        _check_availability(session, actor, pool_for_change, size=size)
     return AllocationResult(allocation, created=True)
 
 
-def _take_next(session: Session, effective: Pool) -> tuple[int, Pool, bool]:
-    pool = lock_pools(session, [effective.id])[effective.id]
+def _take_next(session: Session, pool_id: int) -> tuple[int, Pool, int]:
+    """The next free MAC of the pool (locked), taken; returns (mac, pool, size of the pool)."""
+    pool = lock_pools(session, [pool_id], load_ranges=False)[pool_id]
     ranges, index = pool_index(session, pool)
     value = next_free_mac(ranges, index, pool.cursor)
     if value is None:
@@ -234,16 +238,20 @@ def _take_next(session: Session, effective: Pool) -> tuple[int, Pool, bool]:
             "its ranges are held. Add a range to the pool or release MACs.",
             details={"pool": pool.name, "pool_id": pool.id, "size": ranges.size},
         )
-    session.add(HeldMac(mac=value))
+    # A Core insert: no unit-of-work bookkeeping for a row nothing else in this call touches.
+    session.execute(insert(HeldMac).values(mac=value))
     pool.cursor = value
     record_change(session, pool, mac=value, held=True)
-    return value, pool, True
+    return value, pool, ranges.size
 
 
-def _take_requested(session: Session, effective: Pool, value: int) -> tuple[int, Pool | None, bool]:
+def _take_requested(
+    session: Session, effective_id: int, value: int
+) -> tuple[int, Pool, Pool | None, bool]:
+    """Take a requested MAC; returns (mac, effective pool, pool whose range holds it, in_range)."""
     home = containing_pool(session, value)
-    locked = lock_pools(session, [effective.id] + ([home.id] if home else []))
-    effective = locked[effective.id]
+    locked = lock_pools(session, [effective_id] + ([home.id] if home else []))
+    effective = locked[effective_id]
     home = locked[home.id] if home is not None else None
     held = session.scalars(select(HeldMac).where(HeldMac.mac == value).with_for_update()).first()
     in_range = home is not None and home.id == effective.id
@@ -265,7 +273,7 @@ def _take_requested(session: Session, effective: Pool, value: int) -> tuple[int,
                     "refusing_pools": [p.name for p in refusing],
                 },
             )
-        return value, None, in_range
+        return value, effective, None, in_range
     try:
         with session.begin_nested():
             session.add(HeldMac(mac=value))
@@ -278,13 +286,19 @@ def _take_requested(session: Session, effective: Pool, value: int) -> tuple[int,
         ) from exc
     if home is not None:
         record_change(session, home, mac=value, held=True)
-    return value, home, in_range
+    return value, effective, home, in_range
 
 
-def _check_availability(session: Session, actor: Actor, pool: Pool) -> None:
-    """Record a warning when a pool's availability falls to the threshold or to zero."""
+def _check_availability(
+    session: Session, actor: Actor, pool: Pool, *, size: int | None = None
+) -> None:
+    """Record a warning when a pool's availability falls to the threshold or to zero.
+
+    ``size`` (the pool's unicast size) saves loading its ranges when the caller knows it.
+    """
     threshold = int(session.info.get("low_threshold", DEFAULT_LOW_THRESHOLD))
-    size = sum(unicast_count(r.start_mac, r.end_mac) for r in pool.ranges)
+    if size is None:
+        size = sum(unicast_count(r.start_mac, r.end_mac) for r in pool.ranges)
     available = size - pool.held_count
     if available == 0:
         record_event(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sqlalchemy import select, text
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from manager.core.errors import InvalidInput, NotFound
 from manager.db import Pool
@@ -48,16 +48,25 @@ def lock_ranges(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": RANGES_LOCK_KEY})
 
 
-def lock_pools(session: Session, pool_ids: Sequence[int]) -> dict[int, Pool]:
-    """Lock pool rows in id order (no deadlocks) and return them fresh from the database."""
+def lock_pools(
+    session: Session, pool_ids: Sequence[int], *, load_ranges: bool = True
+) -> dict[int, Pool]:
+    """Lock pool rows in id order (no deadlocks) and return them fresh from the database.
+
+    ``load_ranges=False`` loads the ranges only when touched: the allocation hot path takes
+    them from the validated index cache instead (one query less per allocation).
+    """
     ids = sorted(set(pool_ids))
-    rows = session.scalars(
+    query = (
         select(Pool)
         .where(Pool.id.in_(ids))
         .order_by(Pool.id)
         .with_for_update()
         .execution_options(populate_existing=True)
-    ).all()
+    )
+    if not load_ranges:
+        query = query.options(lazyload(Pool.ranges))
+    rows = session.scalars(query).all()
     return {pool.id: pool for pool in rows}
 
 

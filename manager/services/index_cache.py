@@ -20,7 +20,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, insert, select
 from sqlalchemy.orm import Session
 
 from manager.core.index import HeldIndex
@@ -117,8 +117,9 @@ def record_change(session: Session, pool: Pool, *, mac: int | None, held: bool) 
     pool.index_token = secrets.randbits(62)
     if mac is not None:
         pool.held_count += 1 if held else -1
-    session.add(
-        PoolChange(
+    # A Core insert: the change row is write-only for this transaction (no ORM bookkeeping).
+    session.execute(
+        insert(PoolChange).values(
             pool_id=pool.id, revision=pool.revision, mac=mac, held=held, token=pool.index_token
         )
     )

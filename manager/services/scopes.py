@@ -176,19 +176,47 @@ def children(session: Session, scope: Scope) -> list[Scope]:
     )
 
 
-def resolve_pool(session: Session, scope: ScopeRef) -> ResolvedPool:
-    """The scope's effective pool: its own, or the nearest ancestor's (the engine's default)."""
-    target = get_scope(session, scope)
+def _effective(
+    session: Session, target: Scope, chain: dict[str, Scope] | None = None
+) -> tuple[int, list[Scope], bool, int]:
+    """(pool id, scopes from ``target`` to the root, inherited, id of the scope it comes from).
+
+    ``chain`` (scopes by path, already loaded along ``target``'s path) saves the query.
+    """
     paths = ancestor_paths(target.path)
-    chain = {s.path: s for s in session.scalars(select(Scope).where(Scope.path.in_(paths)))}
+    if chain is None:
+        chain = {s.path: s for s in session.scalars(select(Scope).where(Scope.path.in_(paths)))}
     ordered = [chain[p] for p in paths if p in chain]
     found = resolve_effective_pool([(s.id, s.pool_id) for s in ordered])
     if found is None:
         raise NotFound(f"Scope '{target.path}' has no pool: the engine scope has none assigned.")
-    pool = session.get(Pool, found.pool_id)
+    return found.pool_id, ordered, found.inherited, found.source_scope_id
+
+
+def scope_and_pool_id(session: Session, scope: ScopeRef) -> tuple[Scope, int]:
+    """The scope and the id of its effective pool, without loading the pool.
+
+    The allocation hot path: a scope given by path is loaded with its ancestors in one query.
+    """
+    if isinstance(scope, str) and not scope.strip().isdigit():
+        path = _normalize_path(scope)
+        paths = ancestor_paths(path)
+        chain = {s.path: s for s in session.scalars(select(Scope).where(Scope.path.in_(paths)))}
+        target = chain.get(path)
+        if target is None:
+            raise NotFound(f"Scope '{path}' does not exist.", details={"path": path})
+        return target, _effective(session, target, chain)[0]
+    target = get_scope(session, scope)
+    return target, _effective(session, target)[0]
+
+
+def resolve_pool(session: Session, scope: ScopeRef) -> ResolvedPool:
+    """The scope's effective pool: its own, or the nearest ancestor's (the engine's default)."""
+    pool_id, ordered, inherited, source_id = _effective(session, get_scope(session, scope))
+    pool = session.get(Pool, pool_id)
     assert pool is not None  # a foreign key guarantees it
-    source = next(s for s in ordered if s.id == found.source_scope_id)
-    return ResolvedPool(pool=pool, source=source, inherited=found.inherited)
+    source = next(s for s in ordered if s.id == source_id)
+    return ResolvedPool(pool=pool, source=source, inherited=inherited)
 
 
 def update_scope(
@@ -315,5 +343,6 @@ __all__ = [
     "list_scopes",
     "move_scope",
     "resolve_pool",
+    "scope_and_pool_id",
     "update_scope",
 ]
