@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +53,21 @@ def prepare(settings: Settings, *, echo: Callable[[str], None] = print) -> Datab
     return database
 
 
+def _prepare_metrics_dir(settings: Settings) -> None:
+    """Share Prometheus counters across gunicorn workers (multiprocess mode), fresh per start."""
+    directory = settings.data_dir / "metrics" / "api"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(directory))
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    """Let the metrics of a finished worker stop counting as live gauges."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
+
+
 def _sweeper(settings: Settings, stop: threading.Event) -> None:
     """Release expired pending allocations and prune allocator history, periodically."""
     database = Database(settings.effective_database_url)
@@ -93,6 +110,7 @@ def gunicorn_options(settings: Settings, bind: str) -> dict[str, Any]:
         "loglevel": settings.log_level.lower(),
         "control_socket_disable": True,
         "proc_name": "macpool",
+        "child_exit": _child_exit,
     }
 
 
@@ -116,24 +134,65 @@ def serve(settings: Settings, *, bind: str | None = None) -> None:
     )
     plugins = enabled_plugins(settings)  # unknown plugin names stop us before any change
     prepare(settings)
+    _prepare_metrics_dir(settings)
     stop = threading.Event()
     sweeper = threading.Thread(target=_sweeper, args=(settings, stop), daemon=True)
     sweeper.start()
-    children = []
-    for plugin in plugins:
-        for target in plugin.processes(settings):
-            proc = multiprocessing.get_context("spawn").Process(target=target, daemon=True)
-            proc.start()
-            children.append(proc)
+    supervisor = _PluginProcesses(
+        [(plugin.name, i) for plugin in plugins for i in range(len(plugin.processes(settings)))],
+        stop,
+    )
+    supervisor.start()
+    master = os.getpid()
     try:
         run_gunicorn(
             lambda: create_app(settings=settings), gunicorn_options(settings, bind or settings.bind)
         )
     finally:
-        stop.set()
-        for proc in children:
+        if os.getpid() == master:  # gunicorn's forked workers unwind through here too
+            stop.set()
+            supervisor.stop()
+
+
+class _PluginProcesses(threading.Thread):
+    """Runs each plugin process as ``python -m manager.plugin_process`` and restarts it if it
+    dies (after a pause, so a crash loop does not spin)."""
+
+    RESTART_DELAY = 5.0
+
+    def __init__(self, targets: list[tuple[str, int]], stop: threading.Event) -> None:
+        super().__init__(name="plugin-processes", daemon=True)
+        self.targets = targets
+        self.halt = stop
+        self.running: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+
+    def _launch(self, target: tuple[str, int]) -> None:
+        name, index = target
+        env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        self.running[target] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "manager.plugin_process", name, str(index)], env=env
+        )
+
+    def run(self) -> None:
+        for target in self.targets:
+            self._launch(target)
+        while not self.halt.wait(self.RESTART_DELAY):
+            for target, proc in list(self.running.items()):
+                if proc.poll() is not None:
+                    log.warning(
+                        "plugin process %s[%d] exited with %s; restarting", *target, proc.returncode
+                    )
+                    self._launch(target)
+
+    def stop(self) -> None:
+        self.halt.set()
+        for proc in self.running.values():
             proc.terminate()
-            proc.join(timeout=5)
+        for proc in self.running.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 __all__ = ["PASSWORD_FILE", "gunicorn_options", "prepare", "run_gunicorn", "serve"]

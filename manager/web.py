@@ -26,6 +26,8 @@ class MacPoolState:
     database: Database
     #: Readiness checks contributed by plugins: name -> callable returning (ok, detail).
     ready_checks: dict[str, Any] = field(default_factory=dict)
+    #: Prometheus collectors contributed by plugins, exposed on the main ``/metrics``.
+    metric_collectors: list[Any] = field(default_factory=list)
 
 
 def state(app: Flask | None = None) -> MacPoolState:

@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 
 from manager.core.errors import MacPoolError
 from manager.services import list_pools, pool_statistics
-from manager.web import unit_of_work
+from manager.web import state, unit_of_work
 
 ALLOCATIONS = Counter(
     "macpool_api_allocations",
@@ -111,6 +111,8 @@ def scrape_registry(app: Flask) -> CollectorRegistry:
     else:
         registry.register(_Forward())
     registry.register(PoolCollector(app))
+    for collector in state(app).metric_collectors:
+        registry.register(collector)
     return registry
 
 

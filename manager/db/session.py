@@ -4,12 +4,21 @@ SQLite (the embedded default) runs in WAL mode with foreign keys on. Its write t
 start with ``BEGIN IMMEDIATE`` so that two processes wanting to write queue on the database
 lock (with a busy timeout) instead of failing when a read transaction tries to upgrade.
 PostgreSQL uses READ COMMITTED plus row locks taken by the services (``SELECT … FOR UPDATE``).
+
+SQLite lets one writer in at a time and makes the others poll in its busy handler, with sleeps
+growing to 100 ms: under load a write can wait far longer than the lock is held. So write units
+of work on a SQLite file first queue on a thread lock and an ``flock`` on a file beside the
+database (:meth:`Database.writer_turn`), which wakes the next writer as soon as the previous one
+is done, across threads and processes alike.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -35,6 +44,30 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         mode = "IMMEDIATE" if connection.get_execution_options().get("macpool_write") else ""
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+class _WriterQueue:
+    """One process's place in the queue of writers to a SQLite file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.RLock()  # re-entrant: a nested write session fails loudly, not hangs
+        self._fd: int | None = None
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        with self.lock:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
+_queues: dict[str, _WriterQueue] = {}
+_queues_lock = threading.Lock()
 
 
 class Database:
@@ -67,18 +100,31 @@ class Database:
         """A session the caller owns (and must commit or roll back, then close)."""
         return (self._write if write else self._read)()
 
+    def writer_turn(self) -> Any:
+        """A context in which this thread is the only writer queued on a SQLite file."""
+        name = self.url.database
+        if not self.is_sqlite or not name or name == ":memory:":
+            return nullcontext()
+        path = os.path.abspath(name)
+        with _queues_lock:
+            queue = _queues.get(path)
+            if queue is None:
+                queue = _queues[path] = _WriterQueue(path + ".write-lock")
+        return queue.turn()
+
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         """A unit of work: committed when the block succeeds, rolled back when it raises."""
-        session = self.new_session(write=write)
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
+        with self.writer_turn() if write else nullcontext():
+            session = self.new_session(write=write)
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -31,12 +31,18 @@ class KubernetesPlugin:
 
         current = state(app)
         current.ready_checks[NAME] = partial(readiness, current.settings, current.database)
+        scope = current.settings.k8s_cluster_scope
+        files = current.settings.data_dir / "metrics" / "webhook"
+        # The main /metrics (the API's) exposes these collectors; serve our own only without it.
+        current.metric_collectors.extend(
+            AdmissionMetrics.shared_collectors(
+                current.database, cluster_scope=scope, directory=files
+            )
+        )
         if any(rule.rule == "/metrics" for rule in app.url_map.iter_rules()):
             return
         registry = AdmissionMetrics.shared_registry(
-            current.database,
-            cluster_scope=current.settings.k8s_cluster_scope,
-            directory=current.settings.data_dir / "metrics" / "webhook",
+            current.database, cluster_scope=scope, directory=files
         )
 
         def metrics() -> Response:

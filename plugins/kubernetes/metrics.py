@@ -100,9 +100,18 @@ class AdmissionMetrics:
         """For another process (the UI/API app): the collisions, plus the webhook workers'
         counters read from ``directory`` whenever the webhook has written any."""
         registry = CollectorRegistry()
-        registry.register(CollisionCollector(database, cluster_scope=cluster_scope))
-        registry.register(_MetricFiles(directory))
+        for collector in AdmissionMetrics.shared_collectors(
+            database, cluster_scope=cluster_scope, directory=directory
+        ):
+            registry.register(collector)
         return registry
+
+    @staticmethod
+    def shared_collectors(
+        database: Database, *, cluster_scope: str, directory: Path
+    ) -> list[Collector]:
+        """The collectors behind :meth:`shared_registry`, for another app's registry."""
+        return [CollisionCollector(database, cluster_scope=cluster_scope), _MetricFiles(directory)]
 
 
 class _MetricFiles(Collector):

@@ -11,13 +11,9 @@ pool; an administrator gives a namespace its own pool by assigning one to that s
 
 from __future__ import annotations
 
-import fcntl
-import os
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from datetime import datetime
-from pathlib import Path
 from typing import Final
 
 from sqlalchemy import select
@@ -232,52 +228,6 @@ class ServiceBroker:
                 release_allocation(self.session, self.actor, found.id)
 
 
-class _WriterQueue:
-    """Serializes this process's and its siblings' webhook writes to one SQLite file.
-
-    SQLite lets one writer in at a time; the others wait in its busy handler, which polls with
-    sleeps growing to 100 ms, so under load a review can wait far longer than the lock is held.
-    Queuing first on a thread lock and an ``flock`` on a file beside the database wakes the next
-    writer as soon as the previous one commits. Other writers (API, reconciler) still use the busy
-    handler; this only keeps the webhook's own reviews from colliding.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.thread_lock = threading.Lock()
-        self._fd: int | None = None
-
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        with self.thread_lock:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
-_queues: dict[str, _WriterQueue] = {}
-_queues_lock = threading.Lock()
-
-
-@contextmanager
-def writer_turn(database: Database) -> Iterator[None]:
-    """Wait for this process's turn to write when the database is a SQLite file (else no-op)."""
-    name = database.url.database
-    if not database.is_sqlite or not name or name == ":memory:":
-        yield
-        return
-    with _queues_lock:
-        queue = _queues.get(name)
-        if queue is None:
-            queue = _queues[name] = _WriterQueue(Path(f"{name}.webhook-lock"))
-    with queue.turn():
-        yield
-
-
 def review_in_transaction(
     database: Database,
     reviewer: Reviewer,
@@ -296,7 +246,7 @@ def review_in_transaction(
         opened: list[Session] = []
 
         def open_session() -> Session:
-            stack.enter_context(writer_turn(database))
+            stack.enter_context(database.writer_turn())
             session = stack.enter_context(database.new_session(write=True))
             session.info["low_threshold"] = low_threshold
             opened.append(session)
@@ -323,5 +273,4 @@ __all__ = [
     "cluster_scope_kinds",
     "namespace_scope",
     "review_in_transaction",
-    "writer_turn",
 ]
