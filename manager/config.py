@@ -61,8 +61,11 @@ def parse_bind(value: str, name: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit ":PORT" means all
 
 
-def _coerce(name: str, current: Any, raw: Any) -> Any:
-    env = f"MACPOOL_{name.upper()}"
+def _coerce(name: str, current: Any, raw: Any, *, label: str | None = None) -> Any:
+    """Convert ``raw`` to the type of the default; ``label`` names where the value came from."""
+    env = label or f"MACPOOL_{name.upper()}"
+    if isinstance(raw, bool) and not isinstance(current, bool):
+        raise ConfigError(f"{env}={str(raw).lower()} is not a {type(current).__name__} value.")
     if isinstance(current, Path):
         return Path(str(raw))
     if isinstance(current, tuple):
@@ -128,7 +131,7 @@ def load_settings(
         for key, raw in data.items():
             if key not in known:
                 raise ConfigError(f"{config_file}: unknown setting '{key}'.")
-            values[key] = _coerce(key, getattr(defaults, key), raw)
+            values[key] = _coerce(key, getattr(defaults, key), raw, label=f"{config_file}: {key}")
     for name in known:
         raw = env.get(f"MACPOOL_{name.upper()}")
         # An empty variable means "unset", except for lists, where it means "none".

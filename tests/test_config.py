@@ -86,7 +86,7 @@ def test_bad_environment_value_is_named(environ: dict[str, str], named: str) -> 
     ("text", "named"),
     [
         ("colour = 'blue'\n", "unknown setting 'colour'"),
-        ("workers = 'lots'\n", "WORKERS"),
+        ("workers = 'lots'\n", ": workers='lots' is not a whole number"),
         ("bind = 'nowhere'\n", "nowhere"),
         ("this is not toml\n", "cannot be read"),
     ],
@@ -114,3 +114,10 @@ def test_secret_key_generated_once_private(tmp_path: Path) -> None:
     assert ((tmp_path / "d" / "secret-key").stat().st_mode & 0o777) == 0o600
     given = load_settings(environ={"MACPOOL_SECRET_KEY": "k" * 40})
     assert ensure_secret_key(given).secret_key == "k" * 40
+
+
+def test_a_boolean_is_not_a_number(tmp_path: Path) -> None:
+    config = tmp_path / "macpool.toml"
+    config.write_text("workers = true\n")
+    with pytest.raises(ConfigError, match="workers=true is not a int value"):
+        load_settings(environ={"MACPOOL_CONFIG": str(config)})
