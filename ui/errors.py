@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, current_app, render_template, request
+from flask import Blueprint, Flask, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
@@ -22,6 +22,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Upload too large",
     422: "Cannot accept this input",
     500: "Something went wrong",
 }
@@ -105,9 +106,16 @@ def _unmatched(exc: NotFound) -> ResponseReturnValue:
     return handler(exc) if handler is not None else exc
 
 
+def install_error_pages(blueprint: Blueprint) -> None:
+    """Give another blueprint (a plugin's pages) the UI's error pages."""
+    blueprint.register_error_handler(MacPoolError, _domain_error)
+    blueprint.register_error_handler(HTTPException, _http_error)
+    blueprint.register_error_handler(InternalServerError, _server_error)
+
+
 def register_app_handlers(app: Flask) -> None:
     """Errors outside the blueprint: only URLs that match no route at all."""
     app.register_error_handler(NotFound, _unmatched)
 
 
-__all__ = ["error_page", "register_app_handlers", "status_of"]
+__all__ = ["error_page", "install_error_pages", "register_app_handlers", "status_of"]

@@ -123,14 +123,25 @@ def guard_request() -> ResponseReturnValue | None:
     return None
 
 
+def _may_open(user: CurrentUser | None, endpoint: str) -> bool:
+    """Whether ``user`` may open the page at ``endpoint`` (its declared role, else viewer)."""
+    view = current_app.view_functions.get(endpoint)
+    return user is not None and user.can(getattr(view, "ui_role", None) or "viewer")
+
+
 def template_globals() -> dict[str, Any]:
-    """What every template may use: the user, a role test and the CSRF token."""
+    """What every template may use: the user, a role test, the CSRF token and the plugin
+    menu entries (only those whose page the user's role may open)."""
     user = current_user()
     return {
         "user": user,
         "can": lambda role: user is not None and user.can(role),
         "csrf_token": generate_csrf,
-        "plugin_nav": list(current_app.extensions.get(NAV_KEY, [])),
+        "plugin_nav": [
+            (label, endpoint)
+            for label, endpoint in current_app.extensions.get(NAV_KEY, [])
+            if _may_open(user, endpoint)
+        ],
     }
 
 

@@ -18,15 +18,23 @@ if TYPE_CHECKING:
 
 
 class OvirtPlugin:
-    """The oVirt import plugin: ``macpool import ovirt`` and ``POST /api/v1/imports/ovirt``."""
+    """The oVirt import plugin: ``macpool import ovirt``, ``POST /api/v1/imports/ovirt`` and
+    the admin UI's Import page."""
 
     name = "ovirt"
 
     def init_app(self, app: Flask) -> None:
-        """Register the import endpoint with the REST API (when the API is present)."""
+        """Register the import endpoint with the REST API (when the API is present) and the
+        import page with the admin UI (when the UI is installed and in this app)."""
+        from importlib.util import find_spec
+
         from plugins.ovirt.web import init_app
 
         init_app(app)
+        if find_spec("ui") is not None:
+            from plugins.ovirt.ui import init_app as init_ui
+
+            init_ui(app)
 
     def cli_commands(self) -> list[click.Command]:
         """The ``import`` command group with its ``ovirt`` subcommand."""
