@@ -180,12 +180,13 @@ def test_refused_import_lists_conflicts_then_reassigns(client: FlaskClient, app:
     dry = _upload(client, BAD_OVF, "legacy.ovf", scope="/")
     text = _text(dry)
     assert dry.status_code == 200
-    assert "Refused: 1 NIC(s) have bad MACs" in text
+    assert "Applying would be refused: 1 NIC(s) have bad MACs" in text
     alert = text[text.index('role="alert"') : text.index("</div>", text.index('role="alert"'))]
-    assert "00:11:22:33:44:55" in alert and "outside_pool" in alert and "legacy" in alert
+    assert "00:11:22:33:44:55" in alert and "outside pool" in alert and "legacy" in alert
     token = _token(dry)
     refused = _next(client, "apply", token, review_scope="/")
     assert refused.status_code == 409
+    assert "Refused: 1 NIC(s) have bad MACs" in _text(refused)
     assert "Nothing was written." in _text(refused)
     assert _counts(app) == before
     # The refused apply keeps the upload: tick "Reassign bad MACs" and apply again.
