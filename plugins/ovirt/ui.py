@@ -232,6 +232,8 @@ def upload() -> ResponseReturnValue:
     except MacPoolError as exc:
         # Only a readable export is kept: a hostile or broken file leaves nothing behind.
         form.errors.update(place_error(exc, FIELDS))
+        if FORM in form.errors:
+            form.errors[FORM] += " Nothing was written."
         return _render(form, status=status_of(exc))
     return _run(store_upload(filename, data), export, options, form)
 

@@ -223,6 +223,7 @@ def test_hostile_upload_shows_the_error_and_writes_nothing(
     assert alert, "no error message on the page"
     message = html.unescape(alert.group(1))
     assert message.startswith(name) and words in message
+    assert message.endswith("Nothing was written.")
     assert 'name="upload"' not in text
     assert _counts(app) == before
     assert _kept_files(app) == []
