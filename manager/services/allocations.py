@@ -9,12 +9,12 @@ guarantees that two transactions can never both take a free MAC.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import (
@@ -26,25 +26,43 @@ from manager.core.errors import (
     PoolExhausted,
 )
 from manager.core.index import next_free_mac
-from manager.core.mac import MacAddress, format_mac_int, parse_assignable_mac, parse_mac
+from manager.core.mac import MacAddress, format_mac_int, parse_mac
 from manager.core.ranges import unicast_count
 from manager.db import Allocation, HeldMac, Pool, Scope
+from manager.services.allocation_rows import (
+    DEFAULT_LOW_THRESHOLD,
+    MAX_TTL_SECONDS,
+    STATES,
+    AllocationRequest,
+    AllocationResult,
+    CheckedRequest,
+    advance_pool,
+    allocation_row,
+    audit_row,
+    availability_warning,
+    check_request,
+    connection,
+    containing_pool_ids,
+    describe_holder,
+    holder_sentence,
+    holders_of,
+    identity_id,
+    insert_allocations,
+    insert_audit,
+    insert_changes,
+    insert_held,
+    insert_held_if_free,
+    lock_held,
+    low_threshold,
+    persistent_allocation,
+    write_pool,
+)
 from manager.services.audit import record_event
+from manager.services.bulk_allocations import allocate_macs
 from manager.services.common import Page, check_id, check_paging, lock_pools
-from manager.services.index_cache import pool_index, record_change
+from manager.services.index_cache import advance_index, pool_index, record_change
 from manager.services.pools import containing_pool
 from manager.services.scopes import ScopeRef, get_scope, scope_and_pool_id
-
-STATES = ("allocated", "pending", "reserved")
-MAX_TTL_SECONDS = 30 * 24 * 3600
-DEFAULT_LOW_THRESHOLD = 10
-
-
-@dataclass(frozen=True, slots=True)
-class AllocationResult:
-    allocation: Allocation
-    #: False when the owner identity already held a MAC (an idempotent repeat).
-    created: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,45 +77,10 @@ def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
 
 
-def _text(value: object, field: str, *, limit: int) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(
-            f"{field.replace('_', ' ').capitalize()} must be a non-empty string.", field=field
-        )
-    if len(value) > limit or not value.isprintable():
-        raise InvalidInput(
-            f"{field.replace('_', ' ').capitalize()} {value[:60]!r} is too long (max {limit}) "
-            "or contains control characters.",
-            field=field,
-        )
-    return value
-
-
-def describe_holder(allocation: Allocation) -> dict[str, Any]:
-    """A holder as the error details and the API show it."""
-    return {
-        "allocation_id": allocation.id,
-        "owner_kind": allocation.owner_kind,
-        "owner_name": allocation.owner_name,
-        "owner_uid": allocation.owner_uid,
-        "interface": allocation.interface,
-        "scope": allocation.scope.path,
-        "pool": allocation.pool.name,
-        "pool_id": allocation.pool_id,
-        "state": allocation.state,
-    }
-
-
-def holder_sentence(allocation: Allocation) -> str:
-    return (
-        f"{allocation.owner_kind} '{allocation.owner_name}' interface '{allocation.interface}' "
-        f"in scope {allocation.scope.path} (pool '{allocation.pool.name}')"
-    )
-
-
 def find_by_identity(
     session: Session, *, scope: Scope, owner_kind: str, owner_name: str, interface: str
 ) -> Allocation | None:
+    """The allocation holding this owner identity in the scope, if any."""
     return session.scalars(
         select(Allocation).where(
             Allocation.scope_id == scope.id,
@@ -106,12 +89,6 @@ def find_by_identity(
             Allocation.interface == interface,
         )
     ).first()
-
-
-def _holders(session: Session, mac: int) -> list[Allocation]:
-    return list(
-        session.scalars(select(Allocation).where(Allocation.mac == mac).order_by(Allocation.id))
-    )
 
 
 def allocate_mac(
@@ -135,99 +112,84 @@ def allocate_mac(
     A requested MAC held elsewhere is accepted only when the requester's pool and
     the pools of every holder allow duplicates; otherwise :class:`MacInUse` names the holders.
     """
-    owner_kind = _text(owner.kind, "owner_kind", limit=64)
-    owner_name = _text(owner.name, "owner_name", limit=512)
-    interface = _text(interface, "interface", limit=255)
-    if owner.uid is not None:
-        _text(owner.uid, "owner_uid", limit=255)
-    if state not in STATES:
-        raise InvalidInput(f"State '{state}' is not one of {', '.join(STATES)}.", field="state")
-    expires_at = None
-    if ttl_seconds is not None:
-        if (
-            isinstance(ttl_seconds, bool)
-            or not isinstance(ttl_seconds, int)
-            or not (1 <= ttl_seconds <= MAX_TTL_SECONDS)
-        ):
-            raise InvalidInput(
-                f"ttl_seconds {ttl_seconds!r} is out of bounds: use 1 to {MAX_TTL_SECONDS}.",
-                field="ttl_seconds",
-            )
-        if state == "reserved":
-            raise InvalidInput(
-                "A reserved MAC cannot expire; drop ttl_seconds.", field="ttl_seconds"
-            )
-        state = "pending"
-        expires_at = _now(now) + timedelta(seconds=ttl_seconds)
-    elif state == "pending":
-        raise InvalidInput("A pending allocation needs ttl_seconds.", field="ttl_seconds")
-    requested = parse_assignable_mac(mac) if mac is not None else None
-
+    request = AllocationRequest(scope, owner, interface, mac, state, ttl_seconds, transaction)
+    checked = check_request(request, now=_now(now))
     target, effective_id = scope_and_pool_id(session, scope)
-    existing = find_by_identity(
-        session, scope=target, owner_kind=owner_kind, owner_name=owner_name, interface=interface
-    )
-    if existing is not None:
-        if requested is not None and requested.value != existing.mac:
+    conn = connection(session)
+    existing_id = identity_id(conn, scope_id=target.id, checked=checked)
+    if existing_id is not None:
+        existing = session.get(Allocation, existing_id)
+        assert existing is not None  # read in this very transaction
+        if checked.requested is not None and checked.requested != existing.mac:
             raise InterfaceInUse(
-                f"{owner_kind} '{owner_name}' interface '{interface}' in scope {target.path} "
-                f"already holds {format_mac_int(existing.mac)}; release it before asking for "
-                f"{requested}.",
+                f"{checked.owner_kind} '{checked.owner_name}' interface '{checked.interface}' "
+                f"in scope {target.path} already holds {format_mac_int(existing.mac)}; release "
+                f"it before asking for {format_mac_int(checked.requested)}.",
                 field="mac",
                 details={"holder": describe_holder(existing)},
             )
         return AllocationResult(existing, created=False)
 
-    pool_for_change: Pool | None
-    if requested is None:
-        value, effective, size = _take_next(session, effective_id)
-        pool_for_change, in_range = effective, True
+    moment = datetime.now(UTC)
+    home: Pool | None
+    if checked.requested is None:
+        value, effective, size = _take_next(session, conn, effective_id)
+        home, in_range = effective, True
     else:
-        value, effective, pool_for_change, in_range = _take_requested(
-            session, effective_id, requested.value
+        value, effective, home, size, in_range = _take_requested(
+            session, conn, effective_id, checked.requested
         )
-        size = None
-    allocation = Allocation(
+    row = allocation_row(
+        checked,
         mac=value,
         pool_id=effective.id,
         scope_id=target.id,
-        owner_kind=owner_kind,
-        owner_name=owner_name,
-        owner_uid=owner.uid,
-        interface=interface,
-        state=state,
-        expires_at=expires_at,
         in_range=in_range,
-        transaction=transaction[:64] if transaction else None,
-        created_by=str(actor)[:255],
+        actor=actor,
+        now=moment,
     )
-    session.add(allocation)
-    session.flush()
-    record_event(
-        session,
-        actor,
-        action="allocation.create",
-        target_type="mac",
-        target_id=format_mac_int(value),
-        target=format_mac_int(value),
-        details={
-            "allocation_id": allocation.id,
-            "scope": target.path,
-            "owner_kind": owner_kind,
-            "owner_name": owner_name,
-            "interface": interface,
-            "pool": effective.name,
-            "state": state,
-            "requested": requested is not None,
-            "in_range": in_range,
-        },
-    )
-    if pool_for_change is not None:
-        _check_availability(session, actor, pool_for_change, size=size)
+    [row["id"]] = insert_allocations(conn, [row])
+    allocation = persistent_allocation(session, row, scope=target, pool=effective)
+    events = [
+        audit_row(
+            actor,
+            action="allocation.create",
+            target_type="mac",
+            target_id=format_mac_int(value),
+            target=format_mac_int(value),
+            details=_created_details(row, target, effective, checked),
+            now=moment,
+        )
+    ]
+    if home is not None:
+        flag, warning = availability_warning(home, size=size, threshold=low_threshold(session))
+        set_committed_value(home, "low_warned", flag)
+        if warning is not None:
+            events.append(audit_row(actor, now=moment, **warning))
+        cursor = value if checked.requested is None else home.cursor
+        write_pool(conn, home, cursor=cursor, now=moment)
+    insert_audit(conn, events)
     return AllocationResult(allocation, created=True)
 
 
-def _take_next(session: Session, pool_id: int) -> tuple[int, Pool, int]:
+def _created_details(
+    row: dict[str, Any], target: Scope, effective: Pool, checked: CheckedRequest
+) -> dict[str, Any]:
+    """The details of an ``allocation.create`` audit event."""
+    return {
+        "allocation_id": row.get("id"),
+        "scope": target.path,
+        "owner_kind": checked.owner_kind,
+        "owner_name": checked.owner_name,
+        "interface": checked.interface,
+        "pool": effective.name,
+        "state": checked.state,
+        "requested": checked.requested is not None,
+        "in_range": row["in_range"],
+    }
+
+
+def _take_next(session: Session, conn: Connection, pool_id: int) -> tuple[int, Pool, int]:
     """The next free MAC of the pool (locked), taken; returns (mac, pool, size of the pool)."""
     pool = lock_pools(session, [pool_id], load_ranges=False)[pool_id]
     ranges, index = pool_index(session, pool)
@@ -238,98 +200,76 @@ def _take_next(session: Session, pool_id: int) -> tuple[int, Pool, int]:
             "its ranges are held. Add a range to the pool or release MACs.",
             details={"pool": pool.name, "pool_id": pool.id, "size": ranges.size},
         )
-    # A Core insert: no unit-of-work bookkeeping for a row nothing else in this call touches.
-    session.execute(insert(HeldMac).values(mac=value))
-    pool.cursor = value
-    record_change(session, pool, mac=value, held=True)
+    insert_held(conn, [value])
+    _hold_in_pool(session, conn, pool, [value])
     return value, pool, ranges.size
 
 
+def _hold_in_pool(session: Session, conn: Connection, pool: Pool, macs: list[int]) -> None:
+    """Record MACs newly held inside the pool's ranges: change rows, then this process's index."""
+    base = (pool.revision, pool.index_token)
+    insert_changes(conn, advance_pool(pool, macs))
+    advance_index(session, pool, base=base, macs=macs)
+
+
 def _take_requested(
-    session: Session, effective_id: int, value: int
-) -> tuple[int, Pool, Pool | None, bool]:
-    """Take a requested MAC; returns (mac, effective pool, pool whose range holds it, in_range)."""
-    home = containing_pool(session, value)
-    locked = lock_pools(session, [effective_id] + ([home.id] if home else []))
-    effective = locked[effective_id]
-    home = locked[home.id] if home is not None else None
-    held = session.scalars(select(HeldMac).where(HeldMac.mac == value).with_for_update()).first()
-    in_range = home is not None and home.id == effective.id
-    if held is not None:
-        holders = _holders(session, value)
-        pools = {effective.id: effective, **{h.pool_id: h.pool for h in holders}}
-        refusing = [p for p in pools.values() if not p.allow_duplicates]
-        if refusing or not holders:
-            names = ", ".join(f"'{p.name}'" for p in refusing)
-            raise MacInUse(
-                f"MAC {format_mac_int(value)} is already in use by "
-                + "; ".join(holder_sentence(h) for h in holders)
-                + (f". Duplicates are not allowed by pool {names}." if refusing else "."),
-                field="mac",
-                details={
-                    "mac": format_mac_int(value),
-                    "pool": effective.name,
-                    "holders": [describe_holder(h) for h in holders],
-                    "refusing_pools": [p.name for p in refusing],
-                },
-            )
-        return value, effective, None, in_range
-    try:
-        with session.begin_nested():
-            session.add(HeldMac(mac=value))
-            session.flush()
-    except IntegrityError as exc:  # taken by a concurrent transaction this very moment
-        raise MacInUse(
-            f"MAC {format_mac_int(value)} was just taken by another request; try again.",
-            field="mac",
-            details={"mac": format_mac_int(value), "pool": effective.name, "holders": []},
-        ) from exc
-    if home is not None:
-        record_change(session, home, mac=value, held=True)
-    return value, effective, home, in_range
+    session: Session, conn: Connection, effective_id: int, value: int
+) -> tuple[int, Pool, Pool | None, int, bool]:
+    """Take a requested MAC.
 
-
-def _check_availability(
-    session: Session, actor: Actor, pool: Pool, *, size: int | None = None
-) -> None:
-    """Record a warning when a pool's availability falls to the threshold or to zero.
-
-    ``size`` (the pool's unicast size) saves loading its ranges when the caller knows it.
+    Returns (mac, effective pool, the pool whose held MACs changed (None when the MAC was held
+    already or lies in no pool's range), that pool's size, whether the MAC is in the effective
+    pool's ranges).
     """
-    threshold = int(session.info.get("low_threshold", DEFAULT_LOW_THRESHOLD))
-    if size is None:
-        size = sum(unicast_count(r.start_mac, r.end_mac) for r in pool.ranges)
-    available = size - pool.held_count
-    if available == 0:
-        record_event(
-            session,
-            actor,
-            action="pool.exhausted",
-            target_type="pool",
-            target_id=pool.id,
-            target=pool.name,
-            severity="warning",
-            details={"size": size, "message": f"Pool '{pool.name}' is exhausted."},
-        )
-        pool.low_warned = True
-    elif available <= threshold and not pool.low_warned:
-        record_event(
-            session,
-            actor,
-            action="pool.low",
-            target_type="pool",
-            target_id=pool.id,
-            target=pool.name,
-            severity="warning",
+    home_id = containing_pool_ids(conn, [value]).get(value)
+    locked = lock_pools(
+        session, [effective_id] + ([home_id] if home_id is not None else []), load_ranges=False
+    )
+    effective = locked[effective_id]
+    home = locked[home_id] if home_id is not None else None
+    in_range = home is not None and home.id == effective.id
+    # Held already (and still held once its row is locked against a concurrent release)?
+    if not insert_held_if_free(conn, value) and (
+        lock_held(conn, value) or not insert_held_if_free(conn, value)
+    ):
+        _check_duplicate(session, effective, value)
+        return value, effective, None, 0, in_range
+    if home is None:
+        return value, effective, None, 0, in_range
+    ranges, _ = pool_index(session, home)
+    _hold_in_pool(session, conn, home, [value])
+    return value, effective, home, ranges.size, in_range
+
+
+def _check_duplicate(session: Session, effective: Pool, value: int) -> None:
+    """Accept a second holder of a held MAC only when every pool involved allows duplicates."""
+    holders = holders_of(session, value)
+    pools = {effective.id: effective, **{h.pool_id: h.pool for h in holders}}
+    refusing = [p for p in pools.values() if not p.allow_duplicates]
+    if refusing or not holders:
+        names = ", ".join(f"'{p.name}'" for p in refusing)
+        raise MacInUse(
+            f"MAC {format_mac_int(value)} is already in use by "
+            + "; ".join(holder_sentence(h) for h in holders)
+            + (f". Duplicates are not allowed by pool {names}." if refusing else "."),
+            field="mac",
             details={
-                "size": size,
-                "available": available,
-                "message": f"Pool '{pool.name}' has only {available} free MAC(s) left.",
+                "mac": format_mac_int(value),
+                "pool": effective.name,
+                "holders": [describe_holder(h) for h in holders],
+                "refusing_pools": [p.name for p in refusing],
             },
         )
-        pool.low_warned = True
-    elif available > threshold and pool.low_warned:
-        pool.low_warned = False
+
+
+def _check_availability(session: Session, actor: Actor, pool: Pool) -> None:
+    """Record a warning when a pool's availability falls to the threshold or to zero."""
+    size = sum(unicast_count(r.start_mac, r.end_mac) for r in pool.ranges)
+    flag, warning = availability_warning(pool, size=size, threshold=low_threshold(session))
+    if flag != pool.low_warned:
+        pool.low_warned = flag
+    if warning is not None:
+        record_event(session, actor, **warning)
 
 
 def get_allocation(session: Session, allocation_id: int) -> Allocation:
@@ -480,7 +420,7 @@ def mac_info(session: Session, mac: object) -> MacInfo:
     value = parse_mac(mac)
     return MacInfo(
         mac=value,
-        holders=_holders(session, value.value),
+        holders=holders_of(session, value.value),
         pool=containing_pool(session, value.value),
     )
 
@@ -500,16 +440,21 @@ def list_duplicates(session: Session, *, limit: int = 50, offset: int = 0) -> Pa
 
 
 __all__ = [
+    "DEFAULT_LOW_THRESHOLD",
+    "MAX_TTL_SECONDS",
     "STATES",
+    "AllocationRequest",
     "AllocationResult",
     "MacInfo",
     "allocate_mac",
+    "allocate_macs",
     "confirm_allocation",
     "describe_holder",
     "expire_pending",
     "find_allocations",
     "find_by_identity",
     "get_allocation",
+    "holder_sentence",
     "list_duplicates",
     "mac_info",
     "release_allocation",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session, lazyload
 
 from manager.core.errors import InvalidInput, NotFound
@@ -56,18 +56,20 @@ def lock_pools(
     ``load_ranges=False`` loads the ranges only when touched: the allocation hot path takes
     them from the validated index cache instead (one query less per allocation).
     """
-    ids = sorted(set(pool_ids))
-    query = (
-        select(Pool)
-        .where(Pool.id.in_(ids))
-        .order_by(Pool.id)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    )
-    if not load_ranges:
-        query = query.options(lazyload(Pool.ranges))
-    rows = session.scalars(query).all()
+    query = _LOCK_POOLS if load_ranges else _LOCK_POOLS_WITHOUT_RANGES
+    rows = session.scalars(query, {"ids": sorted(set(pool_ids))}).all()
     return {pool.id: pool for pool in rows}
+
+
+# Built once: constructing the statement cost more than running it on the allocation hot path.
+_LOCK_POOLS = (
+    select(Pool)
+    .where(Pool.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Pool.id)
+    .with_for_update()
+    .execution_options(populate_existing=True)
+)
+_LOCK_POOLS_WITHOUT_RANGES = _LOCK_POOLS.options(lazyload(Pool.ranges))
 
 
 def check_id(value: object, what: str) -> int:

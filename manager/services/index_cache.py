@@ -18,6 +18,7 @@ from __future__ import annotations
 import secrets
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, delete, insert, select
@@ -111,6 +112,29 @@ def pool_index(session: Session, pool: Pool) -> tuple[RangeSet, HeldIndex]:
     return entry.ranges, entry.index
 
 
+def advance_index(
+    session: Session, pool: Pool, *, base: tuple[int, int], macs: Sequence[int]
+) -> None:
+    """Move this process's index of ``pool`` over MACs just held, saving the next replay query.
+
+    ``base`` is the pool's (revision, token) before the change; the index moves only if it was
+    current at exactly that point. Call it under the pool's row lock (as the change itself is
+    made), so no other thread reads the entry meanwhile. If the transaction rolls back instead,
+    the pool row keeps the old (revision, token) and the next user of the entry reloads it.
+    """
+    entry = _cache_for(session).get(pool.id)
+    if entry is None or (entry.revision, entry.token) != base:
+        return
+    for mac in macs:
+        entry.index.add(mac)
+    entry.revision, entry.token = pool.revision, pool.index_token
+
+
+def invalidate(session: Session, pool_id: int) -> None:
+    """Drop this process's index of one pool (after an in-memory change that did not happen)."""
+    _cache_for(session).pop(pool_id, None)
+
+
 def record_change(session: Session, pool: Pool, *, mac: int | None, held: bool) -> None:
     """Note a change to the held MACs inside ``pool``'s ranges (``mac=None``: reload)."""
     pool.revision += 1
@@ -143,4 +167,11 @@ def forget(session: Session) -> None:
     _cache_for(session).clear()
 
 
-__all__ = ["pool_index", "pool_ranges", "prune_history", "record_change"]
+__all__ = [
+    "advance_index",
+    "invalidate",
+    "pool_index",
+    "pool_ranges",
+    "prune_history",
+    "record_change",
+]

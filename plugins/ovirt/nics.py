@@ -8,8 +8,11 @@ conflicts and the import is refused. NICs without a MAC get a new one.
 Two passes, like the engine's import: first every NIC that keeps its MAC (so that a MAC the
 export carries is never handed to another NIC as a "new" one), then new and reassigned MACs.
 Lookups are batched (holders of every imported MAC, every existing ``ovirt-vm`` identity in
-the target scopes) to classify without a query per NIC; the write itself always goes through
-:func:`~manager.services.allocate_mac`, which checks every rule again.
+the target scopes) to classify without a query per NIC; the writes go through
+:func:`~manager.services.allocations.allocate_macs` (the same rules as ``allocate_mac``, checked
+again, applied to a batch of NICs at a time). If the services refuse a batch (a pool ran out,
+a concurrent change), that batch is retried NIC by NIC with ``allocate_mac`` so that only the
+refused NICs become conflicts, as before.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from manager.core.mac import format_mac_int
 from manager.core.ranges import RangeSet
 from manager.db import Allocation, Pool, Scope
 from manager.services import allocate_mac
+from manager.services.allocations import AllocationRequest, AllocationResult, allocate_macs
 from manager.services.index_cache import pool_ranges
 from plugins.ovirt.records import OvirtNic, OvirtVm
 from plugins.ovirt.report import BadReason, ImportReport, NicOutcome, NicStatus, VmOutcome
@@ -33,6 +37,8 @@ from plugins.ovirt.report import BadReason, ImportReport, NicOutcome, NicStatus,
 OWNER_KIND = "ovirt-vm"
 #: Rows per ``IN (...)`` list: below every backend's bound-parameter limit.
 _CHUNK = 500
+#: NICs per ``allocate_macs`` call (each call locks the pools once and writes in batches).
+_BATCH = 2000
 
 Progress = Callable[[int, int], None]
 
@@ -146,6 +152,8 @@ class NicAllocator:
         self._holders: dict[int, list[_Holder]] = {}
         self._identities: dict[tuple[int, str, str], _Identity] = {}
         self._pending: list[_Pending] = []
+        #: NICs keeping their MAC, classified and recorded, waiting for the batch write.
+        self._kept: list[tuple[_Pending, int]] = []
 
     def run(
         self, placed: Sequence[tuple[OvirtVm, Target]], *, progress: Progress | None = None
@@ -164,8 +172,8 @@ class NicAllocator:
             done += len(vm.nics)
             if progress is not None:
                 progress(done, total)
-        for pending in self._pending:
-            self._allocate_new(pending)
+        self._write(self._kept)
+        self._write([(pending, None) for pending in self._pending])
 
     def _first_pass(self, vm: OvirtVm, nic: OvirtNic, interface: str, target: Target) -> NicOutcome:
         mac = nic.mac_text
@@ -187,7 +195,10 @@ class NicAllocator:
                 outcome.status = NicStatus.CONFLICT
             return outcome
         outcome.reason, outcome.holders, outcome.message = None, [], ""
-        self._allocate(vm, target, outcome, nic.mac)
+        # Recorded now (the MAC is known), so later NICs of this import are classified against
+        # it; written with the other kept NICs after this pass.
+        self._remember(vm, target, outcome, nic.mac)
+        self._kept.append((_Pending(vm, target, outcome), nic.mac))
         return outcome
 
     def _existing(
@@ -240,24 +251,51 @@ class NicAllocator:
             return True
         return False
 
-    def _allocate(self, vm: OvirtVm, target: Target, outcome: NicOutcome, mac: int | None) -> None:
+    def _write(self, items: Sequence[tuple[_Pending, int | None]]) -> None:
+        """Allocate NICs a batch at a time; a refused batch is retried NIC by NIC."""
+        for first in range(0, len(items), _BATCH):
+            chunk = items[first : first + _BATCH]
+            requests = [
+                AllocationRequest(
+                    p.target.scope,
+                    Owner(OWNER_KIND, p.vm.label, p.vm.id),
+                    p.outcome.interface,
+                    mac=None if mac is None else format_mac_int(mac),
+                )
+                for p, mac in chunk
+            ]
+            try:
+                results = allocate_macs(self.session, self.actor, requests)
+            except MacPoolError:
+                for (pending, mac), request in zip(chunk, requests, strict=True):
+                    self._allocate_one(pending, request, kept=mac is not None)
+                continue
+            for (pending, mac), result in zip(chunk, results, strict=True):
+                self._record(pending, result, kept=mac is not None)
+
+    def _allocate_one(self, pending: _Pending, request: AllocationRequest, *, kept: bool) -> None:
         try:
             result = allocate_mac(
                 self.session,
                 self.actor,
-                scope=target.scope,
-                owner=Owner(OWNER_KIND, vm.label, vm.id),
-                interface=outcome.interface,
-                mac=None if mac is None else format_mac_int(mac),
+                scope=request.scope,
+                owner=request.owner,
+                interface=request.interface,
+                mac=request.mac,
             )
         except MacPoolError as exc:
             # The services have the last word: anything they refuse is a conflict of this NIC.
+            outcome = pending.outcome
             outcome.status, outcome.reason, outcome.message = (
                 NicStatus.CONFLICT,
                 BadReason.REFUSED,
                 exc.message,
             )
             return
+        self._record(pending, result, kept=kept)
+
+    def _record(self, pending: _Pending, result: AllocationResult, *, kept: bool) -> None:
+        vm, target, outcome = pending.vm, pending.target, pending.outcome
         value = result.allocation.mac
         if not result.created:
             # Only a NIC of this very import can hold the identity by now: two VMs share a name.
@@ -268,6 +306,11 @@ class NicAllocator:
                 f"{target.scope.path}."
             )
             return
+        if not kept:  # a kept NIC was recorded when it was classified
+            self._remember(vm, target, outcome, value)
+
+    def _remember(self, vm: OvirtVm, target: Target, outcome: NicOutcome, value: int) -> None:
+        """Note a NIC's new allocation for the classification of the NICs after it."""
         outcome.mac = format_mac_int(value)
         self._identities[(target.scope.id, vm.label, outcome.interface)] = _Identity(value, vm.id)
         self._holders.setdefault(value, []).append(
@@ -277,9 +320,6 @@ class NicAllocator:
                 f"{target.scope.path} (pool '{target.pool.name}', this import)",
             )
         )
-
-    def _allocate_new(self, pending: _Pending) -> None:
-        self._allocate(pending.vm, pending.target, pending.outcome, None)
 
 
 __all__ = ["OWNER_KIND", "NicAllocator", "Target", "interface_names", "target_for"]

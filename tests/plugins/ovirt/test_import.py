@@ -283,15 +283,17 @@ def test_failure_in_the_middle_leaves_nothing(
     import_session: Session, actor: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = {"n": 0}
-    real = nics_module.allocate_mac
+    real = nics_module.allocate_macs
 
     def flaky(*args: object, **kwargs: object) -> object:
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:
             raise RuntimeError("database went away")
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(nics_module, "allocate_mac", flaky)
+    # Batches of two NICs: the second batch fails after the first one was written.
+    monkeypatch.setattr(nics_module, "_BATCH", 2)
+    monkeypatch.setattr(nics_module, "allocate_macs", flaky)
     data = export(
         **estate(
             *(vm(f"v-{i}", f"vm{i}", f"02:00:00:00:00:{i:02x}", cluster_id="c-1") for i in range(5))

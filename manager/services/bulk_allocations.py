@@ -1,0 +1,482 @@
+"""Many allocations in one call (importers): the rules of ``allocate_mac``, applied set-wise.
+
+The outcome equals calling :func:`~manager.services.allocations.allocate_mac` once per request,
+first for every request naming a MAC (in batch order), then for every automatic one (in batch
+order), so an automatic MAC never takes a MAC that a later request of the batch asks for. The
+work is done per batch, not per request: each pool is locked once, held MACs and existing owner
+identities are read with one query per chunk, and the rows are written with executemany
+inserts. Every check runs before anything is written: a refused batch writes nothing, and its
+error names the offending request (index, owner, interface, MAC).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from manager.core.actor import Actor
+from manager.core.errors import InterfaceInUse, MacInUse, MacPoolError, PoolExhausted
+from manager.core.index import HeldIndex, next_free_mac
+from manager.core.mac import format_mac_int
+from manager.core.ranges import RangeSet
+from manager.db import Allocation, HeldMac, Pool, PoolRange, Scope
+from manager.services.allocation_rows import (
+    AllocationRequest,
+    AllocationResult,
+    CheckedRequest,
+    advance_pool,
+    allocation_row,
+    audit_row,
+    availability_warning,
+    check_request,
+    connection,
+    describe_holder,
+    holder_sentence,
+    holders_of,
+    insert_allocations,
+    insert_audit,
+    insert_changes,
+    insert_held,
+    low_threshold,
+    persistent_allocation,
+    write_pool,
+)
+from manager.services.common import lock_pools
+from manager.services.index_cache import advance_index, invalidate, pool_index
+from manager.services.scopes import scope_and_pool_id
+
+#: Values per ``IN (...)`` list: below every backend's bound-parameter limit.
+CHUNK = 500
+
+_IdentityKey = tuple[int, str, str, str]
+
+
+@dataclass(slots=True)
+class _Prior:
+    """An owner identity already holding a MAC: in the database (``id``) or in this batch."""
+
+    mac: int
+    id: int | None = None
+    request: int | None = None
+
+
+@dataclass(slots=True)
+class _BatchHolder:
+    """A holder of a MAC created earlier in this batch (for duplicate checks and messages)."""
+
+    pool: Pool
+    sentence: str
+    details: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _PoolState:
+    """A locked pool as the batch changes it, before anything is written."""
+
+    pool: Pool
+    base: tuple[int, int]
+    cursor: int | None
+    held_count: int
+    low_warned: bool
+    held: list[int] = field(default_factory=list)
+    index: tuple[RangeSet, HeldIndex] | None = None
+
+
+def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
+
+
+def _named(error: MacPoolError, index: int, checked: CheckedRequest | None, req: Any) -> Exception:
+    """The same error, its message and details naming the request of the batch."""
+    mac = None
+    if checked is not None and checked.requested is not None:
+        mac = format_mac_int(checked.requested)
+    elif getattr(req, "mac", None) is not None:
+        mac = str(req.mac)
+    owner = req.owner
+    label = f"request {index} ({owner.kind} '{owner.name}' interface '{req.interface}'"
+    label += f", MAC {mac})" if mac else ")"
+    details = {
+        **error.details,
+        "request": {
+            "index": index,
+            "owner_kind": owner.kind,
+            "owner_name": owner.name,
+            "interface": req.interface,
+            "mac": mac,
+        },
+    }
+    named = type(error)(f"{label[0].upper()}{label[1:]}: {error.message}", field=error.field)
+    named.details = details
+    return named
+
+
+def _existing(
+    conn: Connection, keys: dict[int, set[tuple[str, str, str]]]
+) -> dict[_IdentityKey, _Prior]:
+    """Allocations already holding any of these identities, by (scope id, kind, name, iface)."""
+    table = Allocation.__table__
+    found: dict[_IdentityKey, _Prior] = {}
+    for scope_id, wanted in keys.items():
+        for names in _chunks(sorted({name for _, name, _ in wanted})):
+            rows = conn.execute(
+                select(
+                    table.c.id,
+                    table.c.owner_kind,
+                    table.c.owner_name,
+                    table.c.interface,
+                    table.c.mac,
+                ).where(table.c.scope_id == scope_id, table.c.owner_name.in_(names))
+            ).all()
+            for row_id, kind, name, interface, mac in rows:
+                if (kind, name, interface) in wanted:
+                    found[(scope_id, kind, name, interface)] = _Prior(mac, id=row_id)
+    return found
+
+
+def _homes(conn: Connection, macs: Sequence[int]) -> dict[int, int]:
+    """The pool whose range contains each MAC (ranges of different pools never overlap)."""
+    if not macs:
+        return {}
+    table = PoolRange.__table__
+    rows = conn.execute(
+        select(table.c.start_mac, table.c.end_mac, table.c.pool_id).order_by(table.c.start_mac)
+    ).all()
+    starts = [row.start_mac for row in rows]
+    found = {}
+    for mac in macs:
+        i = bisect_right(starts, mac) - 1
+        if i >= 0 and rows[i].end_mac >= mac:
+            found[mac] = rows[i].pool_id
+    return found
+
+
+def _held(conn: Connection, macs: Sequence[int]) -> set[int]:
+    """Which of these MACs are held; their rows are locked against a concurrent release."""
+    table = HeldMac.__table__
+    held: set[int] = set()
+    for chunk in _chunks(macs):
+        held.update(
+            conn.execute(select(table.c.mac).where(table.c.mac.in_(chunk)).with_for_update())
+            .scalars()
+            .all()
+        )
+    return held
+
+
+class _Batch:
+    """Plans a batch in memory (every rule checked), then writes it."""
+
+    def __init__(self, session: Session, actor: Actor, conn: Connection) -> None:
+        self.session, self.actor, self.conn = session, actor, conn
+        self.threshold = low_threshold(session)
+        self.pools: dict[int, _PoolState] = {}
+        self.priors: dict[_IdentityKey, _Prior] = {}
+        self.held: set[int] = set()
+        self.homes: dict[int, int] = {}
+        self.db_holders: dict[int, list[Allocation]] = {}
+        self.batch_holders: dict[int, list[_BatchHolder]] = {}
+        self.new_held: list[int] = []
+        self.rows: list[tuple[int, dict[str, Any], Scope, Pool]] = []
+        self.events: list[dict[str, Any]] = []
+        self.now = datetime.now(UTC)
+
+    def lock(self, pool_ids: set[int]) -> None:
+        for pool in lock_pools(self.session, list(pool_ids), load_ranges=False).values():
+            self.pools[pool.id] = _PoolState(
+                pool,
+                (pool.revision, pool.index_token),
+                pool.cursor,
+                pool.held_count,
+                pool.low_warned,
+            )
+
+    def _index(self, state: _PoolState) -> tuple[RangeSet, HeldIndex]:
+        if state.index is None:
+            state.index = pool_index(self.session, state.pool)
+        return state.index
+
+    def step(self, i: int, checked: CheckedRequest, scope: Scope, effective_id: int) -> None:
+        key = (scope.id, checked.owner_kind, checked.owner_name, checked.interface)
+        prior = self.priors.get(key)
+        if prior is not None:
+            if checked.requested is not None and checked.requested != prior.mac:
+                raise InterfaceInUse(
+                    f"{checked.owner_kind} '{checked.owner_name}' interface "
+                    f"'{checked.interface}' in scope {scope.path} already holds "
+                    f"{format_mac_int(prior.mac)}; release it before asking for "
+                    f"{format_mac_int(checked.requested)}.",
+                    field="mac",
+                    details={"holder": {"allocation_id": prior.id, "batch_request": prior.request}},
+                )
+            return
+        effective = self.pools[effective_id]
+        home: _PoolState | None
+        if checked.requested is None:
+            value, in_range = self._take_next(effective), True
+            home = effective
+        else:
+            value = checked.requested
+            home_id = self.homes.get(value)
+            home = self.pools[home_id] if home_id is not None else None
+            in_range = home is not None and home.pool.id == effective_id
+            if value in self.held:
+                self._check_duplicate(effective.pool, value)
+                home = None
+            else:
+                self.held.add(value)
+                self.new_held.append(value)
+                if home is not None:
+                    self._index(home)[1].add(value)
+                    home.held.append(value)
+        row = allocation_row(
+            checked,
+            mac=value,
+            pool_id=effective_id,
+            scope_id=scope.id,
+            in_range=in_range,
+            actor=self.actor,
+            now=self.now,
+        )
+        self.rows.append((i, row, scope, effective.pool))
+        self.priors[key] = _Prior(value, request=i)
+        self.events.append(self._created_event(row, scope, effective.pool, checked))
+        self.batch_holders.setdefault(value, []).append(
+            _BatchHolder(
+                effective.pool,
+                f"{checked.owner_kind} '{checked.owner_name}' interface '{checked.interface}' "
+                f"in scope {scope.path} (pool '{effective.pool.name}')",
+                {
+                    "allocation_id": None,
+                    "owner_kind": checked.owner_kind,
+                    "owner_name": checked.owner_name,
+                    "owner_uid": checked.owner_uid,
+                    "interface": checked.interface,
+                    "scope": scope.path,
+                    "pool": effective.pool.name,
+                    "pool_id": effective_id,
+                    "state": checked.state,
+                },
+            )
+        )
+        if home is not None:
+            self._warn(home)
+
+    def _take_next(self, state: _PoolState) -> int:
+        ranges, index = self._index(state)
+        value = next_free_mac(ranges, index, state.cursor)
+        pool = state.pool
+        if value is None:
+            raise PoolExhausted(
+                f"Pool '{pool.name}' has no free MAC address left: all {ranges.size} addresses "
+                "of its ranges are held. Add a range to the pool or release MACs.",
+                details={"pool": pool.name, "pool_id": pool.id, "size": ranges.size},
+            )
+        index.add(value)
+        state.cursor = value
+        state.held.append(value)
+        self.held.add(value)
+        self.new_held.append(value)
+        return value
+
+    def _check_duplicate(self, effective: Pool, value: int) -> None:
+        if value not in self.db_holders:
+            self.db_holders[value] = holders_of(self.session, value)
+        stored = self.db_holders[value]
+        ours = self.batch_holders.get(value, [])
+        pools = {effective.id: effective, **{h.pool_id: h.pool for h in stored}}
+        pools.update({h.pool.id: h.pool for h in ours})
+        refusing = [p for p in pools.values() if not p.allow_duplicates]
+        if refusing or not (stored or ours):
+            names = ", ".join(f"'{p.name}'" for p in refusing)
+            sentences = [holder_sentence(h) for h in stored] + [h.sentence for h in ours]
+            raise MacInUse(
+                f"MAC {format_mac_int(value)} is already in use by "
+                + "; ".join(sentences)
+                + (f". Duplicates are not allowed by pool {names}." if refusing else "."),
+                field="mac",
+                details={
+                    "mac": format_mac_int(value),
+                    "pool": effective.name,
+                    "holders": [describe_holder(h) for h in stored] + [h.details for h in ours],
+                    "refusing_pools": [p.name for p in refusing],
+                },
+            )
+
+    def _warn(self, state: _PoolState) -> None:
+        size = self._index(state)[0].size
+        state.low_warned, warning = availability_warning(
+            state.pool,
+            size=size,
+            threshold=self.threshold,
+            held_count=state.held_count + len(state.held),
+            low_warned=state.low_warned,
+        )
+        if warning is not None:
+            self.events.append(audit_row(self.actor, now=self.now, **warning))
+
+    def _created_event(
+        self, row: dict[str, Any], scope: Scope, pool: Pool, checked: CheckedRequest
+    ) -> dict[str, Any]:
+        mac = format_mac_int(row["mac"])
+        details = {
+            "allocation_id": None,  # known once inserted
+            "scope": scope.path,
+            "owner_kind": checked.owner_kind,
+            "owner_name": checked.owner_name,
+            "interface": checked.interface,
+            "pool": pool.name,
+            "state": checked.state,
+            "requested": checked.requested is not None,
+            "in_range": row["in_range"],
+        }
+        event = audit_row(
+            self.actor,
+            action="allocation.create",
+            target_type="mac",
+            target_id=mac,
+            target=mac,
+            details=details,
+            now=self.now,
+        )
+        row["_event"] = event
+        return event
+
+    def write(self) -> dict[int, Allocation]:
+        """Write the planned rows; the new allocations by request index."""
+        conn = self.conn
+        try:
+            with self.session.begin_nested():
+                insert_held(conn, self.new_held)
+                changed = [s for _, s in sorted(self.pools.items()) if s.held]
+                for state in changed:
+                    insert_changes(conn, advance_pool(state.pool, state.held))
+                rows = [row for _, row, _, _ in self.rows]
+                events = [row.pop("_event") for row in rows]
+                ids = insert_allocations(conn, rows)
+                for row, event, row_id in zip(rows, events, ids, strict=True):
+                    row["id"] = row_id
+                    event["details"]["allocation_id"] = row_id
+                insert_audit(conn, self.events)
+                for state in changed:
+                    set_committed_value(state.pool, "low_warned", state.low_warned)
+                    write_pool(conn, state.pool, cursor=state.cursor, now=self.now)
+        except IntegrityError as exc:  # a concurrent transaction took a requested MAC
+            raise MacInUse(
+                "A MAC requested in this batch was just taken by another request; try again.",
+                field="mac",
+            ) from exc
+        for state in changed:
+            advance_index(self.session, state.pool, base=state.base, macs=[])
+        return {
+            i: persistent_allocation(self.session, row, scope=scope, pool=pool)
+            for i, row, scope, pool in self.rows
+        }
+
+    def undo(self) -> None:
+        """Forget in-memory changes of a batch that was refused or failed."""
+        for state in self.pools.values():
+            if state.index is not None:
+                invalidate(self.session, state.pool.id)
+            self.session.expire(state.pool)
+
+
+def allocate_macs(
+    session: Session,
+    actor: Actor,
+    requests: Sequence[AllocationRequest],
+    *,
+    now: datetime | None = None,
+) -> list[AllocationResult]:
+    """Allocate for every request at once; results in request order (see the module docstring).
+
+    Same rules as ``allocate_mac``: idempotent per owner identity (a repeat, also within the
+    batch, returns the existing allocation with ``created=False``), requested vs automatic,
+    duplicates only when every pool involved allows them, pending with ``ttl_seconds``, one
+    audit event per allocation plus pool warnings. A refusal raises the service's error, its
+    message prefixed with the request it concerns; nothing of the batch is written then.
+    """
+    if not requests:
+        return []
+    expiry_base = now or datetime.now(UTC)
+    checked: list[CheckedRequest] = []
+    for i, request in enumerate(requests):
+        try:
+            checked.append(check_request(request, now=expiry_base))
+        except MacPoolError as exc:
+            raise _named(exc, i, None, request) from exc
+    scopes: dict[Any, tuple[Scope, int]] = {}
+    targets: list[tuple[Scope, int]] = []
+    for i, request in enumerate(requests):
+        ref = request.scope
+        key = ("scope", ref.id) if isinstance(ref, Scope) else (type(ref).__name__, ref)
+        if key not in scopes:
+            try:
+                scopes[key] = scope_and_pool_id(session, ref)
+            except MacPoolError as exc:
+                raise _named(exc, i, checked[i], request) from exc
+        targets.append(scopes[key])
+    conn = connection(session)
+    batch = _Batch(session, actor, conn)
+    try:
+        return _run(session, batch, requests, checked, targets)
+    except BaseException:
+        batch.undo()
+        raise
+
+
+def _run(
+    session: Session,
+    batch: _Batch,
+    requests: Sequence[AllocationRequest],
+    checked: list[CheckedRequest],
+    targets: list[tuple[Scope, int]],
+) -> list[AllocationResult]:
+    keys: dict[int, set[tuple[str, str, str]]] = {}
+    for c, (scope, _) in zip(checked, targets, strict=True):
+        keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
+    batch.priors = _existing(batch.conn, keys)
+    requested = sorted({c.requested for c in checked if c.requested is not None})
+    batch.homes = _homes(batch.conn, requested)
+    batch.held = _held(batch.conn, requested)
+    batch.lock({eff for _, eff in targets} | set(batch.homes.values()))
+    order = [i for i, c in enumerate(checked) if c.requested is not None]
+    order += [i for i, c in enumerate(checked) if c.requested is None]
+    repeats: dict[int, _Prior] = {}
+    for i in order:
+        scope, effective_id = targets[i]
+        c = checked[i]
+        prior = batch.priors.get((scope.id, c.owner_kind, c.owner_name, c.interface))
+        try:
+            batch.step(i, c, scope, effective_id)
+        except MacPoolError as exc:
+            raise _named(exc, i, c, requests[i]) from exc
+        if prior is not None:
+            repeats[i] = prior
+    created = batch.write()
+    stored_ids = [p.id for p in repeats.values() if p.id is not None]
+    stored = {
+        a.id: a
+        for ids in _chunks(stored_ids)
+        for a in session.scalars(select(Allocation).where(Allocation.id.in_(ids)))
+    }
+    results = []
+    for i in range(len(requests)):
+        if i in created:
+            results.append(AllocationResult(created[i], created=True))
+            continue
+        prior = repeats[i]
+        holder = stored[prior.id] if prior.id is not None else created[prior.request or 0]
+        results.append(AllocationResult(holder, created=False))
+    return results
+
+
+__all__ = ["CHUNK", "allocate_macs"]
