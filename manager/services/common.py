@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import bindparam, select, text
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from manager.core.errors import InvalidInput, NotFound
 from manager.db import Pool
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 MAX_PAGE_SIZE = 1000
 MAX_DESCRIPTION_LENGTH = 4096
@@ -56,9 +58,31 @@ def lock_pools(
     ``load_ranges=False`` loads the ranges only when touched: the allocation hot path takes
     them from the validated index cache instead (one query less per allocation).
     """
-    query = _LOCK_POOLS if load_ranges else _LOCK_POOLS_WITHOUT_RANGES
-    rows = session.scalars(query, {"ids": sorted(set(pool_ids))}).all()
-    return {pool.id: pool for pool in rows}
+    ids = sorted(set(pool_ids))
+    if not load_ranges:
+        # Core, not an ORM query: about three times cheaper per statement on the hot path.
+        session.flush()
+        rows = session.connection().execute(_LOCK_POOL_ROWS, {"ids": ids}).mappings().all()
+        return {row["id"]: loaded(session, Pool, row) for row in rows}
+    return {pool.id: pool for pool in session.scalars(_LOCK_POOLS, {"ids": ids}).all()}
+
+
+def loaded(session: Session, model: type[M], values: Mapping[Any, Any]) -> M:
+    """The ORM object of a row read with Core, as a query with ``populate_existing`` gives it.
+
+    An object already in the session gets the row's values; otherwise one is made persistent
+    from them (unread relationships load on first access).
+    """
+    key = session.identity_key(model, (values["id"],))
+    found = session.identity_map.get(key)
+    if found is not None:
+        for name, value in values.items():
+            set_committed_value(found, name, value)
+        return found  # type: ignore[no-any-return]
+    obj = model(**values)
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return obj
 
 
 # Built once: constructing the statement cost more than running it on the allocation hot path.
@@ -69,7 +93,12 @@ _LOCK_POOLS = (
     .with_for_update()
     .execution_options(populate_existing=True)
 )
-_LOCK_POOLS_WITHOUT_RANGES = _LOCK_POOLS.options(lazyload(Pool.ranges))
+_LOCK_POOL_ROWS = (
+    select(*Pool.__table__.columns)
+    .where(Pool.__table__.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Pool.__table__.c.id)
+    .with_for_update()
+)
 
 
 def check_id(value: object, what: str) -> int:
@@ -111,6 +140,7 @@ __all__ = [
     "check_id",
     "check_paging",
     "get_pool",
+    "loaded",
     "lock_pools",
     "lock_ranges",
 ]
