@@ -203,24 +203,26 @@ def _effective(
 def scope_and_pool_id(session: Session, scope: ScopeRef) -> tuple[Scope, int]:
     """The scope and the id of its effective pool, without loading the pool.
 
-    The allocation hot path: a scope given by path is loaded with its ancestors in one query.
+    The allocation hot path: the scope's ancestors (and the scope itself, when given by path)
+    are read in one Core query.
     """
-    if isinstance(scope, str) and not scope.strip().isdigit():
-        path = _normalize_path(scope)
-        session.flush()
-        rows = session.connection().execute(_SCOPE_ROWS_BY_PATH, {"paths": ancestor_paths(path)})
-        chain = {row.path: row for row in rows}
-        if path not in chain:
-            raise NotFound(f"Scope '{path}' does not exist.", details={"path": path})
-        # Core rows (an ORM query costs about three times as much); only the target becomes
-        # an ORM object, for the allocation's ``scope``.
-        ordered = [chain[p] for p in ancestor_paths(path) if p in chain]
-        found = resolve_effective_pool([(s.id, s.pool_id) for s in ordered])
-        if found is None:
-            raise NotFound(f"Scope '{path}' has no pool: the engine scope has none assigned.")
-        return loaded(session, Scope, chain[path]._mapping), found.pool_id
-    target = get_scope(session, scope)
-    return target, _effective(session, target)[0]
+    given = scope if isinstance(scope, Scope) else None
+    if given is None and not (isinstance(scope, str) and not scope.strip().isdigit()):
+        given = get_scope(session, scope)  # by id
+    path = given.path if given is not None else _normalize_path(str(scope))
+    session.flush()
+    rows = session.connection().execute(_SCOPE_ROWS_BY_PATH, {"paths": ancestor_paths(path)})
+    chain = {row.path: row for row in rows}
+    if path not in chain:
+        raise NotFound(f"Scope '{path}' does not exist.", details={"path": path})
+    # Core rows (an ORM query costs about three times as much); only the target becomes an
+    # ORM object (when it was given by path), for the allocation's ``scope``.
+    ordered = [chain[p] for p in ancestor_paths(path) if p in chain]
+    found = resolve_effective_pool([(s.id, s.pool_id) for s in ordered])
+    if found is None:
+        raise NotFound(f"Scope '{path}' has no pool: the engine scope has none assigned.")
+    target = given if given is not None else loaded(session, Scope, chain[path]._mapping)
+    return target, found.pool_id
 
 
 def resolve_pool(session: Session, scope: ScopeRef) -> ResolvedPool:
