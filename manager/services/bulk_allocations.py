@@ -51,7 +51,7 @@ from manager.services.allocation_rows import (
 )
 from manager.services.common import lock_pools
 from manager.services.index_cache import advance_index, invalidate, pool_index
-from manager.services.scopes import scope_and_pool_id
+from manager.services.scopes import scopes_and_pool_ids
 
 #: Values per ``IN (...)`` list: below every backend's bound-parameter limit.
 CHUNK = 500
@@ -125,20 +125,34 @@ def _existing(
     """Allocations already holding any of these identities, by (scope id, kind, name, iface)."""
     table = Allocation.__table__
     found: dict[_IdentityKey, _Prior] = {}
-    for scope_id, wanted in keys.items():
-        for names in _chunks(sorted({name for _, name, _ in wanted})):
+    wanted = {(scope_id, *identity) for scope_id, ids in keys.items() for identity in ids}
+    names = sorted({name for _, _, name, _ in wanted})
+    columns = (
+        table.c.id,
+        table.c.scope_id,
+        table.c.owner_kind,
+        table.c.owner_name,
+        table.c.interface,
+        table.c.mac,
+    )
+    for scope_ids in _chunks(sorted(keys)):
+        for chunk in _chunks(names):
             rows = conn.execute(
-                select(
-                    table.c.id,
-                    table.c.owner_kind,
-                    table.c.owner_name,
-                    table.c.interface,
-                    table.c.mac,
-                ).where(table.c.scope_id == scope_id, table.c.owner_name.in_(names))
+                select(*columns).where(
+                    table.c.scope_id.in_(scope_ids), table.c.owner_name.in_(chunk)
+                )
             ).all()
-            for row_id, kind, name, interface, mac in rows:
-                if (kind, name, interface) in wanted:
-                    found[(scope_id, kind, name, interface)] = _Prior(mac, id=row_id)
+            found.update(_priors(rows, wanted))
+    return found
+
+
+def _priors(
+    rows: Sequence[Any], wanted: set[tuple[int, str, str, str]]
+) -> dict[_IdentityKey, _Prior]:
+    found: dict[_IdentityKey, _Prior] = {}
+    for row_id, scope_id, kind, name, interface, mac in rows:
+        if (scope_id, kind, name, interface) in wanted:
+            found[(scope_id, kind, name, interface)] = _Prior(mac, id=row_id)
     return found
 
 
@@ -413,17 +427,23 @@ def allocate_macs(
             checked.append(check_request(request, now=expiry_base))
         except MacPoolError as exc:
             raise _named(exc, i, None, request) from exc
-    scopes: dict[Any, tuple[Scope, int]] = {}
+    keys: dict[Any, int] = {}
+    refs: list[Any] = []
+    for request in requests:
+        ref = request.scope
+        key = ("scope", ref.id) if isinstance(ref, Scope) else (type(ref).__name__, ref)
+        if key not in keys:
+            keys[key] = len(refs)
+            refs.append(ref)
+    resolved = scopes_and_pool_ids(session, refs)
     targets: list[tuple[Scope, int]] = []
     for i, request in enumerate(requests):
         ref = request.scope
         key = ("scope", ref.id) if isinstance(ref, Scope) else (type(ref).__name__, ref)
-        if key not in scopes:
-            try:
-                scopes[key] = scope_and_pool_id(session, ref)
-            except MacPoolError as exc:
-                raise _named(exc, i, checked[i], request) from exc
-        targets.append(scopes[key])
+        target = resolved[keys[key]]
+        if isinstance(target, MacPoolError):
+            raise _named(target, i, checked[i], request) from target
+        targets.append(target)
     conn = connection(session)
     batch = _Batch(session, actor, conn)
     try:

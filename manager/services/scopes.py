@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
-from manager.core.errors import InvalidInput, InvalidScope, NameInUse, NotFound, ScopeNotEmpty
+from manager.core.errors import (
+    InvalidInput,
+    InvalidScope,
+    MacPoolError,
+    NameInUse,
+    NotFound,
+    ScopeNotEmpty,
+)
 from manager.db import Allocation, Pool, Scope
 from manager.services.audit import record_event
 from manager.services.common import check_description, get_pool, loaded
@@ -225,6 +233,66 @@ def scope_and_pool_id(session: Session, scope: ScopeRef) -> tuple[Scope, int]:
     return target, found.pool_id
 
 
+def scopes_and_pool_ids(
+    session: Session, refs: Sequence[ScopeRef]
+) -> list[tuple[Scope, int] | MacPoolError]:
+    """:func:`scope_and_pool_id` for many scopes at once: per ref, the pair or the error.
+
+    Two queries whatever the number of scopes (the scopes given by id, then every ancestor
+    chain), instead of two per scope: batches of allocations (importers, the webhook's group
+    commit) span many namespaces.
+    """
+    given: dict[int, Scope] = {}
+    paths: dict[int, str] = {}
+    answers: dict[int, tuple[Scope, int] | MacPoolError] = {}
+    by_id: dict[int, list[int]] = {}
+    for i, ref in enumerate(refs):
+        if isinstance(ref, Scope):
+            given[i] = ref
+        elif isinstance(ref, int) and not isinstance(ref, bool):
+            by_id.setdefault(ref, []).append(i)
+        elif isinstance(ref, str) and ref.strip().isdigit():
+            by_id.setdefault(int(ref), []).append(i)
+        elif isinstance(ref, str):
+            paths[i] = _normalize_path(ref)
+        else:
+            answers[i] = InvalidScope(f"{ref!r} is not a scope id or path.", field="scope")
+    if by_id:
+        found = {
+            scope.id: scope
+            for scope in session.scalars(select(Scope).where(Scope.id.in_(sorted(by_id))))
+        }
+        for scope_id, indexes in by_id.items():
+            for i in indexes:
+                if scope_id in found:
+                    given[i] = found[scope_id]
+                else:
+                    answers[i] = NotFound(
+                        f"Scope {scope_id} does not exist.", details={"scope_id": scope_id}
+                    )
+    paths.update({i: scope.path for i, scope in given.items()})
+    wanted = sorted({p for path in paths.values() for p in ancestor_paths(path)})
+    session.flush()
+    chain = {
+        row.path: row
+        for row in session.connection().execute(_SCOPE_ROWS_BY_PATH, {"paths": wanted})
+    }
+    for i, path in paths.items():
+        if path not in chain:
+            answers[i] = NotFound(f"Scope '{path}' does not exist.", details={"path": path})
+            continue
+        ordered = [chain[p] for p in ancestor_paths(path) if p in chain]
+        effective = resolve_effective_pool([(s.id, s.pool_id) for s in ordered])
+        if effective is None:
+            answers[i] = NotFound(
+                f"Scope '{path}' has no pool: the engine scope has none assigned."
+            )
+            continue
+        target = given.get(i) or loaded(session, Scope, chain[path]._mapping)
+        answers[i] = (target, effective.pool_id)
+    return [answers[i] for i in range(len(refs))]
+
+
 def resolve_pool(session: Session, scope: ScopeRef) -> ResolvedPool:
     """The scope's effective pool: its own, or the nearest ancestor's (the engine's default)."""
     pool_id, ordered, inherited, source_id = _effective(session, get_scope(session, scope))
@@ -359,5 +427,6 @@ __all__ = [
     "move_scope",
     "resolve_pool",
     "scope_and_pool_id",
+    "scopes_and_pool_ids",
     "update_scope",
 ]

@@ -11,8 +11,9 @@ pool; an administrator gives a namespace its own pool by assigning one to that s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -85,6 +86,42 @@ def _get_or_create(session: Session, path: str, create: Callable[[], Scope]) -> 
             return create()
     except (IntegrityError, NameInUse):  # NameInUse: the winner committed before our check
         return get_scope(session, path)
+
+
+@dataclass(frozen=True)
+class ClaimPlan:
+    """What one owner's claims need, given what it holds (see :func:`plan_claim`)."""
+
+    #: Interface → MAC (lower-case colon form) of allocations that stay as they are.
+    keep: dict[str, str]
+    #: Ids of the owner's allocations to release first (their MAC moves or is re-requested).
+    release: list[int]
+    #: Claims that need a new allocation (automatic, or the requested MAC).
+    new: list[NicClaim]
+
+
+def plan_claim(held: Mapping[str, tuple[int, int]], claims: Sequence[NicClaim]) -> ClaimPlan:
+    """Split an owner's claims against its allocations (interface → (allocation id, MAC)).
+
+    An interface that holds the requested MAC, or holds one and requests none, keeps it. Every
+    MAC that moves is released first, so interfaces can swap MACs within one request; a MAC this
+    owner holds on an interface the request drops, and asks for on another (an interface renamed
+    with its MAC kept), moves too: it stays the owner's own MAC.
+    """
+    claimed = {claim.interface for claim in claims}
+    requested = {parse_assignable_mac(c.mac).value for c in claims if c.mac is not None}
+    keep: dict[str, str] = {}
+    release: list[int] = []
+    for interface, (allocation_id, mac) in held.items():
+        wanted = next((c.mac for c in claims if c.interface == interface), None)
+        moving = wanted is not None and parse_assignable_mac(wanted).value != mac
+        renamed = interface not in claimed and mac in requested
+        if moving or renamed:
+            release.append(allocation_id)
+        elif interface in claimed:
+            keep[interface] = format_mac_int(mac)
+    new = [claim for claim in claims if claim.interface not in keep]
+    return ClaimPlan(keep=keep, release=release, new=new)
 
 
 class ServiceBroker:
@@ -177,26 +214,13 @@ class ServiceBroker:
         """
         scope = self._scope(owner.namespace, create=True)
         assert scope is not None
-        held = {a.interface: a for a in self._allocations(scope, owner)}
-        # Release every MAC that moves first, so interfaces can swap MACs within one request.
-        # A MAC this owner holds on an interface the request drops, and asks for on another
-        # (an interface renamed with its MAC kept), moves too: it stays the owner's own MAC.
-        claimed = {claim.interface for claim in claims}
-        requested = {parse_assignable_mac(c.mac).value for c in claims if c.mac is not None}
-        for interface, allocation in list(held.items()):
-            wanted = next((c.mac for c in claims if c.interface == interface), None)
-            moving = wanted is not None and parse_assignable_mac(wanted).value != allocation.mac
-            renamed = interface not in claimed and allocation.mac in requested
-            if moving or renamed:
-                release_allocation(self.session, self.actor, allocation.id, reason="moved")
-                del held[interface]
+        held = {a.interface: (a.id, a.mac) for a in self._allocations(scope, owner)}
+        plan = plan_claim(held, claims)
+        for allocation_id in plan.release:
+            release_allocation(self.session, self.actor, allocation_id, reason="moved")
         service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
-        result: dict[str, str] = {}
-        for claim in claims:
-            current = held.get(claim.interface)
-            if current is not None:
-                result[claim.interface] = format_mac_int(current.mac)
-                continue
+        result = dict(plan.keep)
+        for claim in plan.new:
             created = allocate_mac(
                 self.session,
                 self.actor,
@@ -209,7 +233,7 @@ class ServiceBroker:
                 now=self.now,
             ).allocation
             result[claim.interface] = format_mac_int(created.mac)
-        return result
+        return {claim.interface: result[claim.interface] for claim in claims}
 
     def release(self, owner: Owner, interfaces: Sequence[str], *, dry_run: bool) -> None:
         """Release the owner's allocations on these interfaces (the caller rolls back dry runs)."""
@@ -269,8 +293,10 @@ def review_in_transaction(
 
 __all__ = [
     "WEBHOOK_ACTOR",
+    "ClaimPlan",
     "ServiceBroker",
     "cluster_scope_kinds",
     "namespace_scope",
+    "plan_claim",
     "review_in_transaction",
 ]

@@ -21,6 +21,7 @@ from manager.services import (
     resolve_pool,
     update_scope,
 )
+from manager.services.scopes import scope_and_pool_id, scopes_and_pool_ids
 from tests.services.conftest import PoolFactory, row_counts
 
 R1 = "0a:00:00:00:00:00-0a:00:00:00:00:ff"
@@ -148,3 +149,36 @@ def test_engine_cannot_change(session: Session, actor: Actor, make_pool: PoolFac
         assign_pool(session, actor, "/", lab.id)
     with pytest.raises(InvalidScope):
         update_scope(session, actor, "/", name="root")
+
+
+def test_many_scopes_resolved_at_once(
+    make_pool: PoolFactory, session: Session, actor: Actor
+) -> None:
+    """scopes_and_pool_ids answers like scope_and_pool_id for each ref, errors in their slot."""
+    _tree(session, actor)
+    lab = make_pool("Lab", R1)
+    assign_pool(session, actor, "/dc1/c1", lab.id)
+    default = get_default_pool(session)
+    team = get_scope(session, "/dc1/c1/team-a")
+    refs: list[object] = [team, team.id, str(team.id), "/dc1/c1/team-a/", "/ocp", "/dc1"]
+    refs += ["/nowhere", 999_999, True, 1.5]
+    answers = scopes_and_pool_ids(session, refs)  # type: ignore[arg-type]
+    assert [a[0].path for a in answers[:6] if not isinstance(a, Exception)] == [
+        "/dc1/c1/team-a",
+        "/dc1/c1/team-a",
+        "/dc1/c1/team-a",
+        "/dc1/c1/team-a",
+        "/ocp",
+        "/dc1",
+    ]
+    assert [a[1] for a in answers[:6] if not isinstance(a, Exception)] == [
+        lab.id, lab.id, lab.id, lab.id, default.id, default.id
+    ]  # fmt: skip
+    for ref, answer in zip(refs[:6], answers[:6], strict=True):
+        single = scope_and_pool_id(session, ref)  # type: ignore[arg-type]
+        assert not isinstance(answer, Exception)
+        assert (answer[0].id, answer[1]) == (single[0].id, single[1])
+    assert isinstance(answers[6], NotFound) and "'/nowhere'" in answers[6].message
+    assert isinstance(answers[7], NotFound) and "999999" in answers[7].message
+    assert isinstance(answers[8], InvalidScope) and isinstance(answers[9], InvalidScope)
+    assert scopes_and_pool_ids(session, []) == []
