@@ -39,9 +39,10 @@ from sqlalchemy.orm import Session
 from manager.config import Settings
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InterfaceInUse, MacPoolError, NotFound
+from manager.core.mac import format_mac_int
 from manager.db import Database
 from manager.services import ensure_path, ensure_scope, get_scope, release_owner
-from manager.services.allocations import release_allocation
+from manager.services.allocations import AllocationRequest, allocate_macs, release_allocation
 from manager.services.owners import (
     Holding,
     align_owner,
@@ -286,8 +287,9 @@ class Reconciler:
         held: dict[tuple[str, str, str], list[Holding]] = defaultdict(list)
         for holding in holdings:
             held[(holding.owner_kind, holding.scope_name, holding.owner_name)].append(holding)
-        todo: list[Observed] = []
-        for kind in kinds:
+        for kind in kinds:  # kind by kind, in the order given
+            todo: list[Observed] = []
+            fresh: list[Observed] = []
             for obs in self.objects[kind].values():
                 mine = held.pop((kind, obs.namespace, obs.name), [])
                 if obs.deleting:
@@ -297,9 +299,13 @@ class Reconciler:
                     continue
                 elif _in_step(obs, mine):
                     self._set_refused(obs, {})
+                elif not mine and not obs.generate_name:
+                    fresh.append(obs)
                 else:
                     todo.append(obs)
-        self._in_batches(todo, self._align)
+            # Owners whose allocations change first: what they release, a fresh owner may carry.
+            self._in_batches(todo, self._align)
+            self._register(fresh)
         # Owners nobody carries any more; pending ones may be creations still in flight.
         stale = [
             h
@@ -326,6 +332,42 @@ class Reconciler:
                         self._save_in(session)
             except Exception:
                 self._scope_ids.clear()  # ids of scopes created in the failed transaction
+                raise
+
+    def _register(self, items: list[Observed]) -> None:
+        """Align owners that hold nothing yet (most of an initial sync), set-wise per batch.
+
+        Such an owner's alignment is only "register every MAC it carries as allocated", which
+        :func:`~manager.services.bulk_allocations.allocate_macs` does for a whole batch with a
+        few statements. A batch the rules refuse anywhere (a MAC held elsewhere, a collision
+        inside the batch) writes nothing and is redone owner by owner with :meth:`_align`, which
+        records each refusal as a collision.
+        """
+        for start in range(0, len(items), self.batch_size):
+            batch = items[start : start + self.batch_size]
+            try:
+                with self.database.session(write=True) as session:
+                    requests = [
+                        AllocationRequest(
+                            scope=self._namespace_scope(session, obs.namespace),
+                            owner=Owner(obs.kind, obs.name, obs.uid),
+                            interface=interface,
+                            mac=format_mac_int(mac),
+                        )
+                        for obs in batch
+                        for interface, mac in sorted(obs.macs.items())
+                    ]
+                    allocate_macs(session, ACTOR, requests)
+                    for obs in batch:
+                        self._set_refused(obs, {})
+                    if self._refused_dirty:
+                        self._save_in(session)
+            except MacPoolError as exc:
+                self._scope_ids.clear()  # ids of scopes created in the rolled-back transaction
+                log.debug("batch registration refused (%s); aligning one by one", exc)
+                self._in_batches(batch, self._align)
+            except Exception:
+                self._scope_ids.clear()
                 raise
 
     def _apply_event(self, session: Session, event: WatchEvent) -> None:

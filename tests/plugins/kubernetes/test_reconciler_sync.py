@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
+import pytest
 from sqlalchemy import select
 
-from manager.db import Allocation, ClusterState, Database
+from manager.db import Allocation, AuditEvent, ClusterState, Database
 from plugins.kubernetes.clusterstate import collision_report, is_synced
 from plugins.kubernetes.reconciler import Reconciler
 from tests.plugins.kubernetes.reconciler_harness import (  # noqa: F401 - fixtures
@@ -188,3 +190,43 @@ def test_generate_name_placeholder_is_rekeyed_to_the_real_name(
     with db.session() as session:
         row = session.scalars(select(Allocation).where(Allocation.owner_name == "web-x7k2p")).one()
         assert row.owner_uid == stored["metadata"]["uid"]
+
+
+HOME = {"v1": "apps", "v2": "apps", "v3": "more", "v4": "more", "v5": "more"}
+TWO = "02:00:00:00:50:09"
+
+
+def test_sync_registers_in_batches_and_redoes_a_refused_batch_owner_by_owner(
+    standin: StandInServer,
+    db: Database,
+    make_reconciler: Callable[..., Reconciler],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Batches of fresh owners are registered set-wise; one collision only costs its batch the
+    fast path: its other owners are still registered, the collision is reported."""
+    # Listed (in creation order) v1 v2 | v3 v4 | v5, two per batch: v4 carries v1's MAC.
+    state = standin.state
+    state.put(NAMESPACES, namespace("apps"))
+    state.put(NAMESPACES, namespace("more"))
+    macs = {name: f"02:00:00:00:50:0{i}" for i, name in enumerate(["v1", "v2", "v3", "v5"], 1)}
+    for name in HOME:
+        interfaces = {"nic": macs[name]} if name != "v4" else {"nic": macs["v1"], "two": TWO}
+        state.put(VMS, virtual_machine(HOME[name], name, interfaces))
+
+    with caplog.at_level(logging.DEBUG, logger="plugins.kubernetes.reconciler"):
+        make_reconciler(batch_size=2).sync()
+    redone = [r for r in caplog.records if "aligning one by one" in r.getMessage()]
+    assert len(redone) == 1 and "vm 'v4'" in redone[0].getMessage()
+
+    held = holdings(db)
+    expected = {(HOME[name], "vm", name, "nic"): (mac, "allocated") for name, mac in macs.items()}
+    expected[("more", "vm", "v4", "two")] = (TWO, "allocated")
+    assert held == expected
+    with db.session() as session:
+        report = collision_report(session, scope_path="/kubernetes")
+    assert report.collisions == {macs["v1"]: ["vm/apps/v1", "vm/more/v4"]}
+    with db.session() as session:
+        actors = session.scalars(
+            select(AuditEvent.actor).where(AuditEvent.action == "allocation.create")
+        ).all()
+    assert len(actors) == 5 and len(set(actors)) == 1  # one event per registered MAC
