@@ -43,6 +43,8 @@ class Settings:
     k8s_reconcile: str = "auto"
     k8s_wait_time: int = 300
     k8s_namespace: str = "macpool"
+    k8s_vm_mode: str = "opt-out"
+    k8s_pod_mode: str = "opt-in"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -111,6 +113,14 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError("MACPOOL_K8S_CLUSTER_SCOPE must be a scope path such as /kubernetes.")
     if settings.k8s_reconcile not in ("auto", "true", "false"):
         raise ConfigError("MACPOOL_K8S_RECONCILE must be true, false or auto.")
+    for name in ("k8s_vm_mode", "k8s_pod_mode"):
+        mode = getattr(settings, name).strip().lower()
+        if mode not in ("opt-in", "opt-out"):
+            raise ConfigError(
+                f"MACPOOL_{name.upper()}='{getattr(settings, name)}' is not an opt mode: "
+                "use opt-in or opt-out."
+            )
+        settings = replace(settings, **{name: mode})
     return settings
 
 

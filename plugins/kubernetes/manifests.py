@@ -60,6 +60,9 @@ def render_manifests(
             replicas=replicas,
             labels=labels,
             env=_environment(
+                namespace=namespace,
+                vm_mode=vm_mode,
+                pod_mode=pod_mode,
                 database_secret=database_secret,
                 database_secret_key=database_secret_key,
                 service=service,
@@ -156,6 +159,9 @@ def _role_ref(kind: str) -> dict[str, str]:
 
 def _environment(
     *,
+    namespace: str,
+    vm_mode: OptMode,
+    pod_mode: OptMode,
     database_secret: str,
     database_secret_key: str,
     service: str,
@@ -170,6 +176,10 @@ def _environment(
         "MACPOOL_K8S_CLUSTER_SCOPE": cluster_scope,
         "MACPOOL_K8S_WAIT_TIME": str(wait_time),
         "MACPOOL_K8S_RECONCILE": "true",
+        # The reconciler must manage exactly the namespaces the webhook's selectors admit.
+        "MACPOOL_K8S_NAMESPACE": namespace,
+        "MACPOOL_K8S_VM_MODE": vm_mode,
+        "MACPOOL_K8S_POD_MODE": pod_mode,
         "MACPOOL_WEBHOOK_SERVICE": service,
     }
     env: list[dict[str, Any]] = [

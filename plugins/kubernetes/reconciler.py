@@ -62,7 +62,7 @@ from plugins.kubernetes.objects import (
     placeholder_prefix,
 )
 from plugins.kubernetes.patches import parse_transaction_timestamp
-from plugins.kubernetes.scoping import OptMode, is_managed
+from plugins.kubernetes.scoping import OptMode, is_managed, parse_opt_mode
 from plugins.kubernetes.sources import (
     NAMESPACES,
     PODS,
@@ -111,7 +111,12 @@ class Reconciler:
         self.settings = settings
         self.cluster_path = settings.k8s_cluster_scope
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.modes = dict(modes or {})
+        if modes is None:  # as the rendered webhook selectors (MACPOOL_K8S_VM_MODE / _POD_MODE)
+            modes = {
+                OWNER_VM: parse_opt_mode(settings.k8s_vm_mode),
+                OWNER_POD: parse_opt_mode(settings.k8s_pod_mode),
+            }
+        self.modes = dict(modes)
         self.batch_size = batch_size
         self.page_size = page_size
         self.watch_timeout = watch_timeout

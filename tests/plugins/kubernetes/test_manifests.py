@@ -11,7 +11,10 @@ import pytest
 import yaml
 from kubernetes.client import ApiClient
 
+from manager.config import load_settings
+from manager.db import Database
 from plugins.kubernetes.manifests import dump_manifests, render_manifests
+from plugins.kubernetes.reconciler import Reconciler
 from plugins.kubernetes.scoping import is_managed, selector_matches
 
 NS = "macpool-system"
@@ -157,6 +160,39 @@ def test_selectors_follow_the_opt_modes(vm_mode: Any, pod_mode: Any) -> None:
             ):
                 expected = is_managed(kind, labels, namespace, own_namespace=NS, mode=mode)
                 assert selector_matches(hook["namespaceSelector"], full) is expected
+
+
+@pytest.mark.parametrize("vm_mode", ["opt-in", "opt-out"])
+@pytest.mark.parametrize("pod_mode", ["opt-in", "opt-out"])
+def test_reconciler_configured_by_the_deployment_manages_what_the_webhooks_admit(
+    vm_mode: Any, pod_mode: Any
+) -> None:
+    """The Deployment's environment tells the reconciler the namespace and the opt modes that
+    the webhook selectors were rendered with: both manage the same namespaces."""
+    rendered = render_manifests(image="i", namespace=NS, vm_mode=vm_mode, pod_mode=pod_mode)
+    (container,) = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
+    environ = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    settings = load_settings(environ=environ)
+    assert (settings.k8s_namespace, settings.k8s_vm_mode, settings.k8s_pod_mode) == (
+        NS,
+        vm_mode,
+        pod_mode,
+    )
+    database = Database("sqlite://")
+    try:
+        reconciler = Reconciler(database, settings, ApiClient(), use_lease=False)
+        hooks = webhooks(rendered)
+        for namespace in ("team-a", NS):
+            for labels in NAMESPACE_LABELS:
+                full = {**labels, "kubernetes.io/metadata.name": namespace}
+                for kind, hook in (
+                    ("vm", hooks["mutatevirtualmachines.kubemacpool.io"]),
+                    ("pod", hooks["mutatepods.kubemacpool.io"]),
+                ):
+                    admitted = selector_matches(hook["namespaceSelector"], full)
+                    assert reconciler.managed(kind, namespace, labels) is admitted
+    finally:
+        database.dispose()
 
 
 def test_own_namespace_opts_out_for_kubemacpool_too(manifests: list[dict[str, Any]]) -> None:
