@@ -152,7 +152,7 @@ def review_pod(request: AdmissionRequest, *, broker: MacBroker) -> AdmissionResu
     if not elements:
         return AdmissionResult.allow()
     owner = owner_of(request, OWNER_POD)
-    keys = interface_keys(elements)
+    keys = interface_keys(elements, own_namespace=owner.namespace)
     pairs = zip(keys, elements, strict=True)
     claims = [NicClaim(key, element.get("mac") or None) for key, element in pairs]
     try:

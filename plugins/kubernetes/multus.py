@@ -75,24 +75,27 @@ def _check_element(index: int, element: object) -> None:
             )
 
 
-def interface_keys(elements: list[dict[str, Any]]) -> list[str]:
+def interface_keys(
+    elements: list[dict[str, Any]], *, own_namespace: str | None = None
+) -> list[str]:
     """A stable, unique interface name per element, used as the allocation's ``interface``.
 
     The pod interface name when given, else the network name (``namespace/name`` when the
-    namespace is explicit); a repeated key gets ``#<index>`` so two attachments of one network
-    hold two MACs.
+    namespace is explicit and not the pod's own ``own_namespace``: admission fills an empty
+    namespace with the pod's, so ``net`` and ``<pod namespace>/net`` name one interface); a
+    repeated key gets ``#<index>`` so two attachments of one network hold two MACs.
     """
     keys: list[str] = []
     for index, element in enumerate(elements):
-        key = element.get("interface") or _network_ref(element)
+        key = element.get("interface") or _network_ref(element, own_namespace)
         keys.append(f"{key}#{index}" if key in keys else key)
     return keys
 
 
-def _network_ref(element: Mapping[str, Any]) -> str:
+def _network_ref(element: Mapping[str, Any], own_namespace: str | None) -> str:
     name = str(element["name"])
     namespace = element.get("namespace")
-    return f"{namespace}/{name}" if namespace else name
+    return f"{namespace}/{name}" if namespace and namespace != own_namespace else name
 
 
 def serialize_network_selection(elements: list[dict[str, Any]]) -> str:

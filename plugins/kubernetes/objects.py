@@ -137,15 +137,9 @@ def observe_pod(obj: Mapping[str, Any]) -> Observed:
         elements = parse_network_selection(raw)
     except NetworkAnnotationError:
         return Observed(kind=OWNER_POD, invalid=(MULTUS_NETWORKS_ANNOTATION,), **identity)
-    # Admission computes the keys before it fills each element's empty namespace with the pod's
-    # own; read that namespace as "not given" so both sides name the interface alike.
-    own = identity["namespace"]
-    keys = interface_keys(
-        [
-            {k: v for k, v in element.items() if not (k == "namespace" and v == own)}
-            for element in elements
-        ]
-    )
+    # Admission fills each element's empty namespace with the pod's own: both sides read that
+    # namespace as "not given", so they name the interface alike.
+    keys = interface_keys(elements, own_namespace=identity["namespace"])
     macs, invalid = _read_macs(
         [(key, element.get("mac")) for key, element in zip(keys, elements, strict=True)]
     )

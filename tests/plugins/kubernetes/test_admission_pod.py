@@ -10,6 +10,7 @@ import pytest
 
 from plugins.kubernetes.admission import review_pod
 from plugins.kubernetes.multus import BAD_JSON_PREFIX, EMPTY_ANNOTATION_MESSAGE
+from plugins.kubernetes.objects import observe_pod
 from tests.plugins.kubernetes.conftest import POD_GVK, VERSIONS, Outcome, review_body, run_review
 from tests.plugins.kubernetes.fakes import FakeBroker
 
@@ -87,6 +88,20 @@ def test_same_network_twice_gets_two_macs(broker: FakeBroker) -> None:
     out = review(broker, pod('[{"name":"n"},{"name":"n"}]'))
     macs = [element["mac"] for element in networks_of(out.patched)]
     assert len(set(macs)) == 2 and sorted(macs) == broker.macs()
+
+
+def test_own_namespace_written_out_names_the_same_interface_as_the_reconciler(
+    broker: FakeBroker,
+) -> None:
+    """``ns/net`` in a pod of ``ns`` is the network ``net``: admission stores the interface under
+    the key the reconciler later reads from the patched pod, so it never churns the MAC."""
+    networks = '[{"name":"net","namespace":"ns"},{"name":"blue","namespace":"other"}]'
+    out = review(broker, pod(networks))
+    assert sorted(key[3] for key in broker.store) == ["net", "other/blue"]
+    assert out.patched is not None
+    observed = observe_pod(out.patched)
+    stored = {key[3]: held.mac for key, held in broker.store.items()}
+    assert observed.macs == stored
 
 
 @pytest.mark.parametrize(
