@@ -38,6 +38,7 @@ def create_app(
         TESTING=testing,
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=settings.max_content_length,
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
         JSON_SORT_KEYS=False,
     )
     db = database or Database(settings.effective_database_url)

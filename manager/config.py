@@ -33,6 +33,8 @@ class Settings:
     threads: int = 8
     low_threshold: int = 10
     max_content_length: int = 1024 * 1024
+    #: Mark the UI session cookie ``Secure`` (MacPool reached over HTTPS, e.g. behind a proxy).
+    secure_cookies: bool = False
     expire_interval: float = 30.0
     log_level: str = "INFO"
     webhook_bind: str = "0.0.0.0:8443"

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from tests.ui.conftest import PASSWORD, csrf_token, event_count, login_as, post
+from manager.db import Database
+from tests.ui.conftest import (
+    CSRF_RE,
+    PASSWORD,
+    csrf_token,
+    event_count,
+    login_as,
+    make_app,
+    post,
+)
 
 #: Every POST route of the UI with the least role it needs (a test checks the list is complete).
 POST_ROUTES = {
@@ -59,6 +70,25 @@ def test_session_cookie_is_httponly_and_lax(client: FlaskClient) -> None:
     answer = login(client, "viewer", PASSWORD)
     cookie = answer.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert "Secure" not in cookie  # plain HTTP by default (make run): the browser must keep it
+
+
+def test_session_cookie_is_secure_when_configured(
+    database: Database, tmp_path: Path, password_hash: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MACPOOL_SECURE_COOKIES", "true")
+    app = make_app(database, tmp_path, password_hash)
+    https = "https://localhost"
+    with app.test_client() as client:
+        page = client.get("/login", base_url=https).get_data(as_text=True)
+        found = CSRF_RE.search(page)
+        assert found
+        form = {"csrf_token": found.group(1), "username": "viewer", "password": PASSWORD}
+        answer = client.post("/login", data=form, base_url=https)
+        assert answer.status_code == 302
+        cookie = answer.headers["Set-Cookie"]
+        assert client.get("/", base_url=https).status_code == 200  # the cookie came back
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "javascript:x"])
