@@ -15,54 +15,36 @@ List + watch (official client) of Namespaces, ``kubevirt.io/v1`` VirtualMachines
 
 Database work is done by one thread, in batches of events per write transaction; the watch
 threads only read the API server.
+
+This module is the loop: the Lease, the watches, the syncs and the batching of events. The
+per-object database steps are :class:`~plugins.kubernetes.alignment.Aligner`'s; the process
+entry (:func:`run`, :func:`load_api_client`) is in :mod:`plugins.kubernetes.reconciler_process`
+and re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import queue
-import signal
-import socket
 import threading
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import config as kube_config
 from kubernetes.client import ApiClient, CoordinationV1Api
 from sqlalchemy.orm import Session
 
 from manager.config import Settings
-from manager.core.actor import Actor, Owner
-from manager.core.errors import InterfaceInUse, MacPoolError, NotFound
-from manager.core.mac import format_mac_int
 from manager.db import Database
-from manager.services import ensure_path, ensure_scope, get_scope, release_owner
-from manager.services.allocations import AllocationRequest, allocate_macs, release_allocation
-from manager.services.owners import (
-    Holding,
-    align_owner,
-    expire_pending_in,
-    owners_named_like,
-    rename_owner,
-    subtree_holdings,
-)
+from manager.services.owners import Holding, expire_pending_in, subtree_holdings
+from plugins.kubernetes.alignment import ACTOR, Aligner, in_step
 from plugins.kubernetes.broker import OWNER_POD, OWNER_VM
-from plugins.kubernetes.clusterstate import record_sync
 from plugins.kubernetes.lease import LeaseElector
-from plugins.kubernetes.objects import (
-    Observed,
-    is_placeholder,
-    observe_pod,
-    observe_vm,
-    placeholder_prefix,
-)
-from plugins.kubernetes.patches import parse_transaction_timestamp
-from plugins.kubernetes.scoping import OptMode, is_managed, parse_opt_mode
+from plugins.kubernetes.objects import Observed, is_placeholder, observe_pod, observe_vm
+from plugins.kubernetes.reconciler_process import load_api_client, run
+from plugins.kubernetes.scoping import OptMode
 from plugins.kubernetes.sources import (
     NAMESPACES,
     PODS,
@@ -77,7 +59,6 @@ from plugins.kubernetes.sources import (
 
 log = logging.getLogger(__name__)
 
-ACTOR = Actor("kubernetes", "reconciler")
 KIND_OF = {VIRTUAL_MACHINES: OWNER_VM, PODS: OWNER_POD}
 OBSERVE: dict[str, Callable[[Mapping[str, Any]], Observed]] = {
     OWNER_VM: observe_vm,
@@ -89,7 +70,7 @@ def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
     return dict((obj.get("metadata") or {}).get("labels") or {})
 
 
-class Reconciler:
+class Reconciler(Aligner):
     """One cluster's reconciler; :meth:`run` is the loop, the other methods are its steps."""
 
     def __init__(
@@ -107,17 +88,7 @@ class Reconciler:
         elector: LeaseElector | None = None,
         use_lease: bool = True,
     ) -> None:
-        self.database = database
-        self.settings = settings
-        self.cluster_path = settings.k8s_cluster_scope
-        self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        if modes is None:  # as the rendered webhook selectors (MACPOOL_K8S_VM_MODE / _POD_MODE)
-            modes = {
-                OWNER_VM: parse_opt_mode(settings.k8s_vm_mode),
-                OWNER_POD: parse_opt_mode(settings.k8s_pod_mode),
-            }
-        self.modes = dict(modes)
-        self.batch_size = batch_size
+        super().__init__(database, settings, identity=identity, modes=modes, batch_size=batch_size)
         self.page_size = page_size
         self.watch_timeout = watch_timeout
         self.expire_interval = expire_interval or settings.expire_interval
@@ -130,14 +101,9 @@ class Reconciler:
                 identity=self.identity,
             )
         self.queue: queue.Queue[Message] = queue.Queue()
-        self.namespaces: dict[str, dict[str, str]] = {}
         self.objects: dict[str, dict[tuple[str, str], Observed]] = {OWNER_VM: {}, OWNER_POD: {}}
-        self.refused: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        self.resource_versions: dict[str, str] = {}
         self.watchers: dict[str, Watcher] = {}
         self.synced = False
-        self._scope_ids: dict[str, int] = {}
-        self._refused_dirty = False
         self._renewed = 0.0
 
     # --- the loop ------------------------------------------------------------------------
@@ -302,7 +268,7 @@ class Reconciler:
                         todo.append(obs)
                 elif not self.managed(kind, obs.namespace):
                     continue
-                elif _in_step(obs, mine):
+                elif in_step(obs, mine):
                     self._set_refused(obs, {})
                 elif not mine and not obs.generate_name:
                     fresh.append(obs)
@@ -325,55 +291,7 @@ class Reconciler:
                 self.refused.pop(key)
                 self._refused_dirty = True
 
-    # --- applying --------------------------------------------------------------------------
-
-    def _in_batches(self, items: list[Any], apply: Callable[[Session, Any], None]) -> None:
-        for start in range(0, len(items), self.batch_size):
-            try:
-                with self.database.session(write=True) as session:
-                    for item in items[start : start + self.batch_size]:
-                        apply(session, item)
-                    if self._refused_dirty:
-                        self._save_in(session)
-            except Exception:
-                self._scope_ids.clear()  # ids of scopes created in the failed transaction
-                raise
-
-    def _register(self, items: list[Observed]) -> None:
-        """Align owners that hold nothing yet (most of an initial sync), set-wise per batch.
-
-        Such an owner's alignment is only "register every MAC it carries as allocated", which
-        :func:`~manager.services.bulk_allocations.allocate_macs` does for a whole batch with a
-        few statements. A batch the rules refuse anywhere (a MAC held elsewhere, a collision
-        inside the batch) writes nothing and is redone owner by owner with :meth:`_align`, which
-        records each refusal as a collision.
-        """
-        for start in range(0, len(items), self.batch_size):
-            batch = items[start : start + self.batch_size]
-            try:
-                with self.database.session(write=True) as session:
-                    requests = [
-                        AllocationRequest(
-                            scope=self._namespace_scope(session, obs.namespace),
-                            owner=Owner(obs.kind, obs.name, obs.uid),
-                            interface=interface,
-                            mac=format_mac_int(mac),
-                        )
-                        for obs in batch
-                        for interface, mac in sorted(obs.macs.items())
-                    ]
-                    allocate_macs(session, ACTOR, requests)
-                    for obs in batch:
-                        self._set_refused(obs, {})
-                    if self._refused_dirty:
-                        self._save_in(session)
-            except MacPoolError as exc:
-                self._scope_ids.clear()  # ids of scopes created in the rolled-back transaction
-                log.debug("batch registration refused (%s); aligning one by one", exc)
-                self._in_batches(batch, self._align)
-            except Exception:
-                self._scope_ids.clear()
-                raise
+    # --- events and expiry -----------------------------------------------------------------
 
     def _apply_event(self, session: Session, event: WatchEvent) -> None:
         if event.resource == NAMESPACES:
@@ -396,64 +314,6 @@ class Reconciler:
             self.objects[kind][obs.key] = obs
             self._align(session, obs)
 
-    def _align(self, session: Session, obs: Observed) -> None:
-        """Make one persisted object's allocations match it (see module docstring)."""
-        if obs.deleting:
-            self._release(session, obs)
-            return
-        if not self.managed(obs.kind, obs.namespace):
-            return
-        try:
-            with session.begin_nested():
-                scope = self._namespace_scope(session, obs.namespace)
-                if obs.generate_name and obs.macs:
-                    self._adopt(session, scope, obs)
-                result = align_owner(
-                    session,
-                    ACTOR,
-                    scope=scope,
-                    owner=Owner(obs.kind, obs.name, obs.uid),
-                    observed=obs.macs,
-                    settled=_settled_by(obs),
-                )
-        except MacPoolError as exc:
-            log.warning("cannot reconcile %s: %s", obs.describe(), exc)
-            return
-        self._set_refused(obs, result.refused)
-
-    def _adopt(self, session: Session, scope: int, obs: Observed) -> None:
-        """Move allocations made under an admission placeholder name to the object's name."""
-        prefix = placeholder_prefix(obs.generate_name)
-        found = owners_named_like(session, scope=scope, owner_kind=obs.kind, prefix=prefix)
-        for name, allocations in found.items():
-            if all(obs.macs.get(a.interface) == a.mac for a in allocations):
-                try:
-                    rename_owner(
-                        session,
-                        ACTOR,
-                        scope=scope,
-                        owner_kind=obs.kind,
-                        old_name=name,
-                        new_name=obs.name,
-                        uid=obs.uid,
-                    )
-                except InterfaceInUse:
-                    continue  # the real name already holds them: the placeholder expires
-                return
-
-    def _release(self, session: Session, obs: Observed) -> None:
-        self._set_refused(obs, {})
-        try:
-            scope = get_scope(session, f"{self.cluster_path.rstrip('/')}/{obs.namespace}")
-        except NotFound:
-            return
-        release_owner(
-            session, ACTOR, scope=scope, owner_kind=obs.kind, owner_name=obs.name, reason="deleted"
-        )
-
-    def _release_holding(self, session: Session, holding: Holding) -> None:
-        release_allocation(session, ACTOR, holding.id, reason="deleted")
-
     def expire(self, *, now: datetime | None = None) -> int:
         """Release stale pending allocations, then realign their owners that still exist."""
         with self.database.session(write=True) as session:
@@ -465,120 +325,6 @@ class Reconciler:
                 if obs is not None:
                     self._align(session, obs)
         return len(expired)
-
-    # --- helpers ---------------------------------------------------------------------------
-
-    def managed(self, kind: str, namespace: str, labels: Mapping[str, str] | None = None) -> bool:
-        """Whether objects of ``kind`` in ``namespace`` are MacPool's (opt modes, own ns)."""
-        return is_managed(
-            kind,
-            self.namespaces.get(namespace) if labels is None else labels,
-            namespace,
-            own_namespace=self.settings.k8s_namespace,
-            mode=self.modes.get(kind),
-        )
-
-    def _cluster_scope(self, session: Session) -> int:
-        if "" not in self._scope_ids:
-            try:
-                scope = get_scope(session, self.cluster_path)
-            except NotFound:
-                levels = len([p for p in self.cluster_path.split("/") if p])
-                kinds = ["datacenter"] * (levels - 1) + ["cluster"]
-                scope = ensure_path(session, ACTOR, self.cluster_path, kinds=kinds)
-            self._scope_ids[""] = scope.id
-        return self._scope_ids[""]
-
-    def _namespace_scope(self, session: Session, namespace: str) -> int:
-        if namespace not in self._scope_ids:
-            cluster = self._cluster_scope(session)
-            scope = ensure_scope(session, ACTOR, parent=cluster, kind="namespace", name=namespace)
-            self._scope_ids[namespace] = scope.id
-        return self._scope_ids[namespace]
-
-    def _set_refused(self, obs: Observed, refused: Mapping[str, Mapping[str, Any]]) -> None:
-        key = (obs.kind, obs.namespace, obs.name)
-        entries = [
-            {
-                "owner": obs.describe(),
-                "interface": interface,
-                "mac": str(details.get("mac")),
-                "holders": list(details.get("holders") or []),
-            }
-            for interface, details in sorted(refused.items())
-        ]
-        if entries != self.refused.get(key, []):
-            self._refused_dirty = True
-            if entries:
-                self.refused[key] = entries
-            else:
-                self.refused.pop(key, None)
-
-    def _save(self, *, synced: bool = False) -> None:
-        with self.database.session(write=True) as session:
-            self._save_in(session, synced=synced)
-
-    def _save_in(self, session: Session, *, synced: bool = False) -> None:
-        refused = [entry for entries in self.refused.values() for entry in entries]
-        record_sync(
-            session,
-            self.cluster_path,
-            holder=self.identity,
-            resource_versions=self.resource_versions,
-            refused=refused,
-            synced=synced,
-        )
-        self._refused_dirty = False
-
-
-def _in_step(obs: Observed, held: list[Holding]) -> bool:
-    """Whether the allocations already are exactly the object's MACs, all confirmed."""
-    if len(held) != len(obs.macs):
-        return False
-    return all(h.state == "allocated" and obs.macs.get(h.interface) == h.mac for h in held)
-
-
-def _settled_by(obs: Observed) -> Callable[[str | None], bool]:
-    """Whether a pending allocation's stamp is covered by this persisted object (VMs only)."""
-    if obs.kind != OWNER_VM:
-        return lambda _stamp: True
-
-    def settled(stamp: str | None) -> bool:
-        if stamp is None:
-            return True
-        if obs.stamp_ns is None:
-            return False
-        try:
-            return parse_transaction_timestamp(stamp) <= obs.stamp_ns
-        except ValueError:
-            return stamp == obs.stamp
-
-    return settled
-
-
-def load_api_client() -> ApiClient:
-    """In-cluster configuration when running in a pod, else ``KUBECONFIG`` / ~/.kube/config."""
-    try:
-        kube_config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except kube_config.ConfigException:
-        kube_config.load_kube_config()  # type: ignore[no-untyped-call]
-    return ApiClient()
-
-
-def run(
-    settings: Settings, *, stop: threading.Event | None = None, api_client: ApiClient | None = None
-) -> None:
-    """Run the reconciler until ``stop`` is set (or SIGTERM/SIGINT when run as a process)."""
-    if stop is None:
-        stop = threading.Event()
-        if threading.current_thread() is threading.main_thread():
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(signum, lambda *_: stop.set())
-    database = Database(settings.effective_database_url)
-    try:
-        Reconciler(database, settings, api_client or load_api_client()).run(stop)
-    finally:
-        database.dispose()
 
 
 __all__ = ["ACTOR", "Reconciler", "load_api_client", "run"]
