@@ -239,8 +239,8 @@ def scopes_and_pool_ids(
     """:func:`scope_and_pool_id` for many scopes at once: per ref, the pair or the error.
 
     Two queries whatever the number of scopes (the scopes given by id, then every ancestor
-    chain), instead of two per scope: batches of allocations (importers, the webhook's group
-    commit) span many namespaces.
+    chain), instead of two per scope: batches of allocations (the oVirt importer, the Kubernetes
+    reconciler's initial sync) span many clusters and namespaces.
     """
     given: dict[int, Scope] = {}
     paths: dict[int, str] = {}
