@@ -152,9 +152,14 @@ class LoginThrottle:
     scrypt cost and the failure delay still keep slow.
     """
 
-    def __init__(self, *, max_failures: int = 5, window: float = 300.0) -> None:
+    def __init__(
+        self, *, max_failures: int = 5, window: float = 300.0, max_keys: int = 10_000
+    ) -> None:
         self.max_failures = max_failures
         self.window = window
+        #: Usernames and addresses tracked at most: failures with ever new names cannot grow
+        #: the table without bound (past it, expired entries go, then the oldest).
+        self.max_keys = max_keys
         self._failures: dict[str, list[float]] = {}
         self._lock = threading.Lock()
 
@@ -177,6 +182,17 @@ class LoginThrottle:
             for key in keys:
                 self._recent(key, now)
                 self._failures.setdefault(key, []).append(now)
+            if len(self._failures) > self.max_keys:
+                self._shrink(now)
+
+    def _shrink(self, now: float) -> None:
+        for key in list(self._failures):
+            self._recent(key, now)
+        excess = len(self._failures) - self.max_keys
+        if excess > 0:  # still full of live entries: forget those whose last failure is oldest
+            oldest = sorted(self._failures, key=lambda k: self._failures[k][-1])[:excess]
+            for key in oldest:
+                del self._failures[key]
 
     def succeeded(self, keys: list[str]) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from tests.ui.conftest import (
     make_app,
     post,
 )
+from ui.security import LoginThrottle
 
 #: Every POST route of the UI with the least role it needs (a test checks the list is complete).
 POST_ROUTES = {
@@ -193,3 +194,23 @@ def test_admin_sees_edit_controls(admin: FlaskClient) -> None:
     assert "New pool" in admin.get("/pools").get_data(as_text=True)
     assert "Create scope" in admin.get("/scopes").get_data(as_text=True)
     assert "Reserve a MAC" in admin.get("/allocations").get_data(as_text=True)
+
+
+def test_throttle_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Failures under ever new usernames cannot grow the table without bound; expired entries
+    go first, then the ones whose last failure is oldest; recent failures still count."""
+    clock = [1000.0]
+    monkeypatch.setattr("ui.security.time.monotonic", lambda: clock[0])
+    throttle = LoginThrottle(max_failures=2, window=60.0, max_keys=3)
+    throttle.failed(["user:old"])
+    clock[0] += 61  # user:old has expired
+    throttle.failed(["user:hot"])
+    throttle.failed(["user:hot"])
+    for name in ("a", "b", "c"):
+        clock[0] += 1
+        throttle.failed([f"user:{name}"])
+    # At b the table overflowed and the expired user:old went; at c, user:hot (oldest).
+    assert set(throttle._failures) == {"user:a", "user:b", "user:c"}
+    assert throttle.blocked(["user:hot"]) is False
+    throttle.failed(["user:c"])
+    assert throttle.blocked(["user:c"]) is True
