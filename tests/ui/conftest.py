@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,3 +142,27 @@ def hold_duplicate(app: Flask, *, first_octet: str, owners: tuple[str, ...]) -> 
                 s, Actor("t"), scope=scope, owner=Owner("vm", name), interface="nic1", mac=mac
             )
     return mac
+
+
+@contextmanager
+def serving(app: Flask, database: Database) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port for a real browser; its base URL.
+
+    Afterwards the server stops, the per-process allocator index of ``database`` is dropped and
+    the database disposed.
+    """
+    from werkzeug.serving import make_server
+
+    from manager.services.index_cache import forget
+
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_port}"
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+        with database.session() as s:
+            forget(s)
+        database.dispose()

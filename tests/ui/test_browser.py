@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from manager.core.actor import Actor
 from manager.db import Base, Database, Pool
 from manager.services import create_pool
 from manager.services.auth import hash_password
-from manager.services.index_cache import forget
-from tests.ui.conftest import PASSWORD, app_session, hold_duplicate, make_app
+from tests.ui.conftest import PASSWORD, app_session, hold_duplicate, make_app, serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -42,7 +40,6 @@ if not CHROMIUM.exists():
     pytest.skip("/usr/bin/chromium is not installed", allow_module_level=True)
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Flas
     database = Database(f"sqlite:///{tmp / 'macpool.db'}")
     Base.metadata.create_all(database.engine)
     app = make_app(database, tmp, hash_password(PASSWORD))
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}", app
-    httpd.shutdown()
-    thread.join(5)
-    with database.session() as s:
-        forget(s)
-    database.dispose()
+    with serving(app, database) as url:
+        yield url, app
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import tarfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,6 @@ from manager.core.mac import format_mac_int
 from manager.db import Allocation, Base, Database, User
 from manager.services import allocate_mac, bootstrap
 from manager.services.auth import hash_password
-from manager.services.index_cache import forget
 from manager.web import state
 from plugins.ovirt.generate import DEFAULT_MAC_START, generated_id, vm_ovf, write_export_domain
 
@@ -39,9 +37,8 @@ if not CHROMIUM.exists():
     pytest.skip("/usr/bin/chromium is not installed", allow_module_level=True)
 
 from playwright.sync_api import Page, expect  # noqa: E402
-from werkzeug.serving import make_server  # noqa: E402
 
-from tests.ui.conftest import PASSWORD  # noqa: E402
+from tests.ui.conftest import PASSWORD, serving  # noqa: E402
 from tests.ui.test_browser import browser, login, page, shot  # noqa: E402, F401
 
 #: The default pool holds the generated MACs ...:00-...:0f; the export uses ...:00-...:05.
@@ -73,15 +70,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Flask]]:
         database=database,
     )
     app.config["MACPOOL_UI_LOGIN_DELAY"] = 0
-    httpd = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}", app
-    httpd.shutdown()
-    thread.join(5)
-    with database.session() as s:
-        forget(s)
-    database.dispose()
+    with serving(app, database) as url:
+        yield url, app
 
 
 def _export(tmp_path: Path) -> Path:
