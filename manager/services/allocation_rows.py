@@ -18,13 +18,14 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InvalidInput
 from manager.core.mac import parse_assignable_mac
 from manager.db import Allocation, AuditEvent, HeldMac, Pool, PoolChange, PoolRange, Scope
+from manager.services.common import detached
 from manager.services.scopes import ScopeRef
 
 STATES = ("allocated", "pending", "reserved")
@@ -375,8 +376,7 @@ def persistent_allocation(
 
     Built from the values written rather than read back: no query, no flush.
     """
-    allocation = Allocation(**row)
-    make_transient_to_detached(allocation)
+    allocation = detached(Allocation, row)
     set_committed_value(allocation, "scope", scope)
     set_committed_value(allocation, "pool", pool)
     session.add(allocation)

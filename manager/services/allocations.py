@@ -103,6 +103,7 @@ def allocate_mac(
     ttl_seconds: int | None = None,
     transaction: str | None = None,
     now: datetime | None = None,
+    effective_pool_id: int | None = None,
 ) -> AllocationResult:
     """Give the owner's interface a MAC from its scope's effective pool, or the requested one.
 
@@ -111,10 +112,16 @@ def allocate_mac(
     confirmed; ``transaction`` is stored with it (an opaque stamp the caller confirms by).
     A requested MAC held elsewhere is accepted only when the requester's pool and
     the pools of every holder allow duplicates; otherwise :class:`MacInUse` names the holders.
+
+    ``effective_pool_id`` saves a query when the caller resolved the scope (a :class:`Scope`)
+    and its effective pool in this same transaction (:func:`scope_and_pool_id`).
     """
     request = AllocationRequest(scope, owner, interface, mac, state, ttl_seconds, transaction)
     checked = check_request(request, now=_now(now))
-    target, effective_id = scope_and_pool_id(session, scope)
+    if effective_pool_id is not None and isinstance(scope, Scope):
+        target, effective_id = scope, effective_pool_id
+    else:
+        target, effective_id = scope_and_pool_id(session, scope)
     conn = connection(session)
     existing_id = identity_id(conn, scope_id=target.id, checked=checked)
     if existing_id is not None:

@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 from manager.core.errors import InvalidInput, NotFound
 from manager.db import Pool
@@ -79,9 +80,21 @@ def loaded(session: Session, model: type[M], values: Mapping[Any, Any]) -> M:
         for name, value in values.items():
             set_committed_value(found, name, value)
         return found  # type: ignore[no-any-return]
-    obj = model(**values)
-    make_transient_to_detached(obj)
+    obj = detached(model, values)
     session.add(obj)
+    return obj
+
+
+def detached(model: type[M], values: Mapping[Any, Any]) -> M:
+    """A detached ORM object holding ``values`` as its loaded state (primary key included).
+
+    Built as the ORM builds objects from rows (no ``__init__``, no attribute events: those
+    showed in the allocation profile); columns not in ``values`` and relationships load when
+    first touched once the object is in a session.
+    """
+    obj: M = manager_of_class(model).new_instance()
+    obj.__dict__.update(values)
+    make_transient_to_detached(obj)
     return obj
 
 
@@ -139,6 +152,7 @@ __all__ = [
     "check_description",
     "check_id",
     "check_paging",
+    "detached",
     "get_pool",
     "loaded",
     "lock_pools",

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +28,7 @@ from manager.core.mac import format_mac_int, parse_assignable_mac
 from manager.db import Allocation, Database, Scope
 from manager.services import allocate_mac, ensure_path, ensure_scope, get_scope
 from manager.services.allocations import find_by_identity, release_allocation
+from manager.services.scopes import scope_and_pool_id
 from plugins.kubernetes.broker import NicClaim, Owner
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
 
@@ -35,6 +36,14 @@ from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
 WEBHOOK_ACTOR: Final = Actor("kubernetes-webhook", "webhook")
 
 Reviewer = Callable[..., AdmissionResult]
+
+_alloc: Table = Allocation.__table__  # type: ignore[assignment]
+#: What an owner holds in a scope, as Core rows (cheaper than ORM objects per review).
+_OWNER_ALLOCATIONS = select(_alloc.c.id, _alloc.c.interface, _alloc.c.mac).where(
+    _alloc.c.scope_id == bindparam("scope_id"),
+    _alloc.c.owner_kind == bindparam("owner_kind"),
+    _alloc.c.owner_name == bindparam("owner_name"),
+)
 
 
 def cluster_scope_kinds(path: str) -> list[str]:
@@ -146,8 +155,8 @@ class ServiceBroker:
         self.wait_time = wait_time
         self.actor = actor
         self.now = now
-        self._scopes: dict[str, Scope] = {}
-        self._held: dict[tuple[int, str, str], list[Allocation]] = {}
+        self._scopes: dict[str, tuple[Scope, int]] = {}
+        self._held: dict[tuple[int, str, str], list[tuple[int, str, int]]] = {}
 
     @property
     def session(self) -> Session:
@@ -156,48 +165,53 @@ class ServiceBroker:
             self._session = self._open_session()
         return self._session
 
-    def _scope(self, namespace: str, *, create: bool) -> Scope | None:
-        # A review asks for its namespace twice (held_macs, then claim): look it up once.
-        scope = self._scopes.get(namespace)
-        if scope is None:
-            scope = namespace_scope(
-                self.session,
-                self.actor,
-                cluster_scope=self.cluster_scope,
-                namespace=namespace,
-                create=create,
-            )
-            if scope is not None:
-                self._scopes[namespace] = scope
-        return scope
+    def _scope(self, namespace: str, *, create: bool) -> tuple[Scope, int] | None:
+        """The namespace's scope and the id of its effective pool (one Core query when known).
 
-    def _allocations(self, scope: Scope, owner: Owner) -> list[Allocation]:
-        # held_macs then claim read the same rows; nothing changes them in between.
+        A review asks for its namespace twice (held_macs, then claim): it is resolved once.
+        """
+        resolved = self._scopes.get(namespace)
+        if resolved is None:
+            path = f"{self.cluster_scope.rstrip('/')}/{namespace}"
+            try:
+                resolved = scope_and_pool_id(self.session, path)
+            except NotFound:
+                if not create:
+                    return None
+                scope = namespace_scope(
+                    self.session,
+                    self.actor,
+                    cluster_scope=self.cluster_scope,
+                    namespace=namespace,
+                )
+                assert scope is not None
+                resolved = scope_and_pool_id(self.session, scope)
+            self._scopes[namespace] = resolved
+        return resolved
+
+    def _allocations(self, scope: Scope, owner: Owner) -> list[tuple[int, str, int]]:
+        """(id, interface, MAC) of the owner's allocations; read once per review and owner."""
         key = (scope.id, owner.kind, owner.name)
         rows = self._held.pop(key, None)
         if rows is None:
-            rows = list(
-                self.session.scalars(
-                    select(Allocation).where(
-                        Allocation.scope_id == scope.id,
-                        Allocation.owner_kind == owner.kind,
-                        Allocation.owner_name == owner.name,
-                    )
-                )
-            )
+            params = {"scope_id": scope.id, "owner_kind": owner.kind, "owner_name": owner.name}
+            result = self.session.connection().execute(_OWNER_ALLOCATIONS, params)
+            rows = [(id_, interface, mac) for id_, interface, mac in result]
         return rows
 
-    def _remember(self, scope: Scope, owner: Owner, rows: list[Allocation]) -> None:
+    def _remember(self, scope: Scope, owner: Owner, rows: list[tuple[int, str, int]]) -> None:
+        # held_macs then claim read the same rows; nothing changes them in between.
         self._held[(scope.id, owner.kind, owner.name)] = rows
 
     def held_macs(self, owner: Owner) -> dict[str, str]:
         """Interface name → MAC of every allocation the owner holds."""
-        scope = self._scope(owner.namespace, create=False)
-        if scope is None:
+        resolved = self._scope(owner.namespace, create=False)
+        if resolved is None:
             return {}
+        scope = resolved[0]
         rows = self._allocations(scope, owner)
         self._remember(scope, owner, rows)
-        return {a.interface: format_mac_int(a.mac) for a in rows}
+        return {interface: format_mac_int(mac) for _, interface, mac in rows}
 
     def claim(
         self,
@@ -212,9 +226,10 @@ class ServiceBroker:
         ``dry_run`` changes nothing here: the caller rolls the transaction back, so the answer
         is computed by the very same rules (and MACs handed out stay distinct within the call).
         """
-        scope = self._scope(owner.namespace, create=True)
-        assert scope is not None
-        held = {a.interface: (a.id, a.mac) for a in self._allocations(scope, owner)}
+        resolved = self._scope(owner.namespace, create=True)
+        assert resolved is not None
+        scope, pool_id = resolved
+        held = {interface: (id_, mac) for id_, interface, mac in self._allocations(scope, owner)}
         plan = plan_claim(held, claims)
         for allocation_id in plan.release:
             release_allocation(self.session, self.actor, allocation_id, reason="moved")
@@ -225,6 +240,7 @@ class ServiceBroker:
                 self.session,
                 self.actor,
                 scope=scope,
+                effective_pool_id=pool_id,
                 owner=service_owner,
                 interface=claim.interface,
                 mac=claim.mac,
@@ -237,9 +253,10 @@ class ServiceBroker:
 
     def release(self, owner: Owner, interfaces: Sequence[str], *, dry_run: bool) -> None:
         """Release the owner's allocations on these interfaces (the caller rolls back dry runs)."""
-        scope = self._scope(owner.namespace, create=False)
-        if scope is None:
+        resolved = self._scope(owner.namespace, create=False)
+        if resolved is None:
             return
+        scope = resolved[0]
         for interface in interfaces:
             found = find_by_identity(
                 self.session,
