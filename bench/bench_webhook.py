@@ -155,7 +155,10 @@ def run() -> list[Result]:
     with (
         tempfile.TemporaryDirectory() as directory,
         running_webhook(
-            Path(directory), MACPOOL_DEFAULT_RANGE="02:00:00:00:00:00-02:00:00:ff:ff:ff"
+            Path(directory),
+            MACPOOL_DEFAULT_RANGE="02:00:00:00:00:00-02:00:00:ff:ff:ff",
+            MACPOOL_WORKERS=WORKERS,
+            MACPOOL_THREADS=THREADS,
         ) as webhook,
     ):
         port = int(webhook.url.rsplit(":", 1)[1])
