@@ -25,6 +25,7 @@ from manager.core.actor import Actor, Owner
 from manager.core.errors import InvalidInput
 from manager.core.mac import parse_assignable_mac
 from manager.db import Allocation, AuditEvent, HeldMac, Pool, PoolChange, PoolRange, Scope
+from manager.db.prepared import Prepared
 from manager.services.common import detached
 from manager.services.scopes import ScopeRef
 
@@ -38,17 +39,23 @@ _change: Table = PoolChange.__table__  # type: ignore[assignment]
 _pool: Table = Pool.__table__  # type: ignore[assignment]
 _range: Table = PoolRange.__table__  # type: ignore[assignment]
 
-_IDENTITY = select(_alloc.c.id).where(
-    _alloc.c.scope_id == bindparam("scope_id"),
-    _alloc.c.owner_kind == bindparam("owner_kind"),
-    _alloc.c.owner_name == bindparam("owner_name"),
-    _alloc.c.interface == bindparam("interface"),
+_IDENTITY = Prepared(
+    select(_alloc.c.id).where(
+        _alloc.c.scope_id == bindparam("scope_id"),
+        _alloc.c.owner_kind == bindparam("owner_kind"),
+        _alloc.c.owner_name == bindparam("owner_name"),
+        _alloc.c.interface == bindparam("interface"),
+    )
 )
-_INSERT_HELD = insert(_held)
-_INSERT_CHANGE = insert(_change)
-_INSERT_AUDIT = insert(_audit)
-_INSERT_ALLOCATION = insert(_alloc).returning(_alloc.c.id, sort_by_parameter_order=True)
-_UPDATE_POOL = (
+_INSERT_HELD = Prepared(insert(_held), keys=["mac"])
+_INSERT_CHANGE = Prepared(insert(_change), keys=["pool_id", "revision", "mac", "held", "token"])
+_AUDIT_KEYS = ("at", "actor", "action", "target_type", "target_id", "target", "severity", "details")
+_INSERT_AUDIT = Prepared(insert(_audit), keys=_AUDIT_KEYS)
+#: Every column of an allocation but ``id``, as :func:`allocation_row` gives them.
+_ALLOCATION_KEYS = tuple(c.key for c in _alloc.columns if c.key != "id")
+_INSERT_ALLOCATIONS = insert(_alloc).returning(_alloc.c.id, sort_by_parameter_order=True)
+_INSERT_ALLOCATION = Prepared(insert(_alloc).returning(_alloc.c.id), keys=_ALLOCATION_KEYS)
+_UPDATE_POOL = Prepared(
     update(_pool)
     .where(_pool.c.id == bindparam("pool_id"))
     .values(
@@ -60,16 +67,22 @@ _UPDATE_POOL = (
         updated_at=bindparam("updated_at"),
     )
 )
-_CONTAINING = (
+_CONTAINING = Prepared(
     select(_range.c.pool_id)
     .where(_range.c.start_mac <= bindparam("mac"), _range.c.end_mac >= bindparam("mac"))
     .limit(1)
 )
-_HELD_FOR_UPDATE = select(_held.c.mac).where(_held.c.mac == bindparam("mac")).with_for_update()
+_HELD_FOR_UPDATE = Prepared(
+    select(_held.c.mac).where(_held.c.mac == bindparam("mac")).with_for_update()
+)
 DEFAULT_LOW_THRESHOLD = 10
-_HELD_IF_FREE: dict[str, Any] = {
-    "postgresql": postgresql.insert(_held).on_conflict_do_nothing().returning(_held.c.mac),
-    "sqlite": sqlite.insert(_held).on_conflict_do_nothing().returning(_held.c.mac),
+_HELD_IF_FREE: dict[str, Prepared] = {
+    "postgresql": Prepared(
+        postgresql.insert(_held).on_conflict_do_nothing().returning(_held.c.mac), keys=["mac"]
+    ),
+    "sqlite": Prepared(
+        sqlite.insert(_held).on_conflict_do_nothing().returning(_held.c.mac), keys=["mac"]
+    ),
 }
 #: Columns of an allocation row, in the order ``persistent_allocation`` expects them.
 _COLUMNS = tuple(c.key for c in _alloc.columns)
@@ -161,22 +174,23 @@ def connection(session: Session) -> Connection:
 
 def identity_id(conn: Connection, *, scope_id: int, checked: CheckedRequest) -> int | None:
     """The id of the allocation holding this owner identity in the scope, if any."""
-    return conn.execute(
-        _IDENTITY,
+    found: int | None = _IDENTITY.scalar(
+        conn,
         {
             "scope_id": scope_id,
             "owner_kind": checked.owner_kind,
             "owner_name": checked.owner_name,
             "interface": checked.interface,
         },
-    ).scalar()
+    )
+    return found
 
 
 def containing_pool_ids(conn: Connection, macs: Sequence[int]) -> dict[int, int]:
     """For each MAC inside some pool's range, that pool's id (ranges never overlap)."""
     found: dict[int, int] = {}
     for mac in macs:
-        pool_id = conn.execute(_CONTAINING, {"mac": mac}).scalar()
+        pool_id = _CONTAINING.scalar(conn, {"mac": mac})
         if pool_id is not None:
             found[mac] = pool_id
     return found
@@ -184,7 +198,7 @@ def containing_pool_ids(conn: Connection, macs: Sequence[int]) -> dict[int, int]
 
 def lock_held(conn: Connection, mac: int) -> bool:
     """Lock a held MAC's row (a concurrent release waits); whether it is still held."""
-    return conn.execute(_HELD_FOR_UPDATE, {"mac": mac}).first() is not None
+    return _HELD_FOR_UPDATE.first(conn, {"mac": mac}) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +288,7 @@ def availability_warning(
 def insert_held(conn: Connection, macs: Sequence[int]) -> None:
     """Mark MACs held (the caller knows they are free: it holds the pool lock)."""
     if macs:
-        conn.execute(_INSERT_HELD, [{"mac": m} for m in macs])
+        _INSERT_HELD.run_many(conn, [{"mac": m} for m in macs])
 
 
 def insert_held_if_free(conn: Connection, mac: int) -> bool:
@@ -286,7 +300,7 @@ def insert_held_if_free(conn: Connection, mac: int) -> bool:
     """
     statement = _HELD_IF_FREE[conn.dialect.name]
     # RETURNING, not rowcount: drivers differ in what rowcount reports for DO NOTHING.
-    return conn.execute(statement, {"mac": mac}).first() is not None
+    return statement.first(conn, {"mac": mac}) is not None
 
 
 def advance_pool(pool: Pool, macs: Sequence[int]) -> list[dict[str, Any]]:
@@ -311,15 +325,15 @@ def advance_pool(pool: Pool, macs: Sequence[int]) -> list[dict[str, Any]]:
 
 def insert_changes(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(_INSERT_CHANGE, list(rows))
+        _INSERT_CHANGE.run_many(conn, rows)
 
 
 def write_pool(conn: Connection, pool: Pool, *, cursor: int | None, now: datetime) -> None:
     """Store the pool's cursor, counters and warning flag (one UPDATE, no ORM flush)."""
     set_committed_value(pool, "cursor", cursor)
     set_committed_value(pool, "updated_at", now)
-    conn.execute(
-        _UPDATE_POOL,
+    _UPDATE_POOL.run(
+        conn,
         {
             "pool_id": pool.id,
             "cursor": cursor,
@@ -365,7 +379,9 @@ def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> list
     """Insert allocation rows (one statement, or executemany); their ids in row order."""
     if not rows:
         return []
-    result = conn.execute(_INSERT_ALLOCATION, list(rows))
+    if len(rows) == 1:
+        return [_INSERT_ALLOCATION.scalar(conn, rows[0])]
+    result = conn.execute(_INSERT_ALLOCATIONS, list(rows))
     return [row[0] for row in result.all()]
 
 
@@ -414,7 +430,7 @@ def audit_row(
 
 def insert_audit(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
-        conn.execute(_INSERT_AUDIT, list(rows))
+        _INSERT_AUDIT.run_many(conn, rows)
 
 
 def utc_now(now: datetime | None) -> datetime:

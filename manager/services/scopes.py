@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
@@ -18,6 +19,7 @@ from manager.core.errors import (
     ScopeNotEmpty,
 )
 from manager.db import Allocation, Pool, Scope
+from manager.db.prepared import Prepared
 from manager.services.audit import record_event
 from manager.services.common import check_description, get_pool, loaded
 from scopes import (
@@ -189,6 +191,29 @@ _SCOPES_BY_PATH = select(Scope).where(Scope.path.in_(bindparam("paths", expandin
 _SCOPE_ROWS_BY_PATH = select(*Scope.__table__.columns).where(
     Scope.__table__.c.path.in_(bindparam("paths", expanding=True))
 )
+_SCOPE_KEYS = tuple(c.key for c in Scope.__table__.columns)
+#: The same for one ancestor chain, one prepared statement per depth (chains are short).
+_CHAINS: dict[int, Prepared] = {}
+
+
+def _chain_rows(session: Session, paths: list[str]) -> dict[str, dict[str, Any]]:
+    """The scopes at ``paths`` (an ancestor chain), as column dicts keyed by path."""
+    statement = _CHAINS.get(len(paths))
+    if statement is None:
+        names = [f"p{i}" for i in range(len(paths))]
+        statement = Prepared(
+            select(*Scope.__table__.columns).where(
+                Scope.__table__.c.path.in_([bindparam(name) for name in names])
+            )
+        )
+        _CHAINS[len(paths)] = statement
+    session.flush()
+    params = {f"p{i}": path for i, path in enumerate(paths)}
+    rows = (
+        dict(zip(_SCOPE_KEYS, row, strict=True))
+        for row in statement.rows(session.connection(), params)
+    )
+    return {row["path"]: row for row in rows}
 
 
 def _effective(
@@ -218,18 +243,16 @@ def scope_and_pool_id(session: Session, scope: ScopeRef) -> tuple[Scope, int]:
     if given is None and not (isinstance(scope, str) and not scope.strip().isdigit()):
         given = get_scope(session, scope)  # by id
     path = given.path if given is not None else _normalize_path(str(scope))
-    session.flush()
-    rows = session.connection().execute(_SCOPE_ROWS_BY_PATH, {"paths": ancestor_paths(path)})
-    chain = {row.path: row for row in rows}
+    chain = _chain_rows(session, ancestor_paths(path))
     if path not in chain:
         raise NotFound(f"Scope '{path}' does not exist.", details={"path": path})
     # Core rows (an ORM query costs about three times as much); only the target becomes an
     # ORM object (when it was given by path), for the allocation's ``scope``.
     ordered = [chain[p] for p in ancestor_paths(path) if p in chain]
-    found = resolve_effective_pool([(s.id, s.pool_id) for s in ordered])
+    found = resolve_effective_pool([(s["id"], s["pool_id"]) for s in ordered])
     if found is None:
         raise NotFound(f"Scope '{path}' has no pool: the engine scope has none assigned.")
-    target = given if given is not None else loaded(session, Scope, chain[path]._mapping)
+    target = given if given is not None else loaded(session, Scope, chain[path])
     return target, found.pool_id
 
 

@@ -26,6 +26,7 @@ from manager.core.actor import Owner as ServiceOwner
 from manager.core.errors import NameInUse, NotFound
 from manager.core.mac import format_mac_int, parse_assignable_mac
 from manager.db import Allocation, Database, Scope
+from manager.db.prepared import Prepared
 from manager.services import allocate_mac, ensure_path, ensure_scope, get_scope
 from manager.services.allocations import find_by_identity, release_allocation
 from manager.services.scopes import scope_and_pool_id
@@ -39,10 +40,12 @@ Reviewer = Callable[..., AdmissionResult]
 
 _alloc: Table = Allocation.__table__  # type: ignore[assignment]
 #: What an owner holds in a scope, as Core rows (cheaper than ORM objects per review).
-_OWNER_ALLOCATIONS = select(_alloc.c.id, _alloc.c.interface, _alloc.c.mac).where(
-    _alloc.c.scope_id == bindparam("scope_id"),
-    _alloc.c.owner_kind == bindparam("owner_kind"),
-    _alloc.c.owner_name == bindparam("owner_name"),
+_OWNER_ALLOCATIONS = Prepared(
+    select(_alloc.c.id, _alloc.c.interface, _alloc.c.mac).where(
+        _alloc.c.scope_id == bindparam("scope_id"),
+        _alloc.c.owner_kind == bindparam("owner_kind"),
+        _alloc.c.owner_name == bindparam("owner_name"),
+    )
 )
 
 
@@ -195,8 +198,8 @@ class ServiceBroker:
         rows = self._held.pop(key, None)
         if rows is None:
             params = {"scope_id": scope.id, "owner_kind": owner.kind, "owner_name": owner.name}
-            result = self.session.connection().execute(_OWNER_ALLOCATIONS, params)
-            rows = [(id_, interface, mac) for id_, interface, mac in result]
+            found = _OWNER_ALLOCATIONS.rows(self.session.connection(), params)
+            rows = [(id_, interface, mac) for id_, interface, mac in found]
         return rows
 
     def _remember(self, scope: Scope, owner: Owner, rows: list[tuple[int, str, int]]) -> None:
