@@ -79,7 +79,7 @@ class Prepared:
                 return []
             fetched = cursor.fetchall()
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(conn, form, values, exc) from exc
+            raise _wrapped(conn, cursor, form, values, exc) from exc
         finally:
             cursor.close()
         if not any(form.results):
@@ -109,7 +109,7 @@ class Prepared:
         try:
             cursor.execute(form.sql, values)
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(conn, form, values, exc) from exc
+            raise _wrapped(conn, cursor, form, values, exc) from exc
         finally:
             cursor.close()
 
@@ -123,7 +123,7 @@ class Prepared:
         try:
             cursor.executemany(form.sql, values)
         except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(conn, form, values, exc) from exc
+            raise _wrapped(conn, cursor, form, values, exc) from exc
         finally:
             cursor.close()
 
@@ -162,16 +162,26 @@ def _cursor(conn: Connection) -> Any:
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-def _wrapped(conn: Connection, form: _Form, values: Any, exc: Exception) -> Exception:
-    """The driver's error as SQLAlchemy raises it (``IntegrityError``, ``OperationalError``…)."""
-    return DBAPIError.instance(
+def _wrapped(conn: Connection, cursor: Any, form: _Form, values: Any, exc: Any) -> DBAPIError:
+    """The driver's error as SQLAlchemy raises it (``IntegrityError``, ``OperationalError``…).
+
+    A lost connection is invalidated, as ``Connection.execute`` does: the pool replaces it
+    instead of handing the dead one out again.
+    """
+    dialect = conn.dialect
+    lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
+    if lost:
+        conn.invalidate(exc)
+    error: DBAPIError = DBAPIError.instance(
         form.sql,
         values,
         exc,
-        conn.dialect.loaded_dbapi.Error,
+        dialect.loaded_dbapi.Error,
         hide_parameters=conn.engine.hide_parameters,
-        dialect=conn.dialect,
+        connection_invalidated=lost,
+        dialect=dialect,
     )
+    return error
 
 
 __all__ = ["Prepared"]

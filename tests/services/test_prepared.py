@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import bindparam, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from manager.db import AuditEvent, HeldMac, Pool
+from manager.db import AuditEvent, Database, HeldMac, Pool
 from manager.db.prepared import Prepared
 
 _audit = AuditEvent.__table__
@@ -106,3 +106,24 @@ def test_statements_that_need_per_call_compilation_are_refused(session: Session)
 def test_outside_a_transaction_is_refused(session: Session) -> None:
     with session.get_bind().connect() as conn, pytest.raises(RuntimeError, match="transaction"):
         Prepared(select(_held.c.mac)).rows(conn, {})
+
+
+# Terminating a backend needs PostgreSQL: this test runs on it only.
+@pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+def test_a_lost_connection_is_invalidated(database: Database) -> None:
+    statement = Prepared(select(_held.c.mac).where(_held.c.mac == bindparam("mac")))
+    with database.session(write=True) as session:
+        conn = session.connection()
+        backend = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        with database.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(backend)})")
+        with pytest.raises(OperationalError) as caught:
+            statement.rows(conn, {"mac": 1})
+        assert caught.value.connection_invalidated
+        assert conn.invalidated
+        session.rollback()
+    # The pool hands out a working connection afterwards.
+    with database.session(write=True) as session:
+        assert statement.rows(session.connection(), {"mac": 1}) == []
