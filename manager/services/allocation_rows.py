@@ -1,9 +1,11 @@
 """The allocation write path at the SQL level: request checks and Core statements.
 
 ``allocate_mac`` and ``allocate_macs`` share these. They talk to the session's connection with
-SQLAlchemy Core (statements built once, so their compiled form is cached) instead of ORM units
-of work: an allocation is a handful of inserts that nothing else in the transaction reads back
-through the ORM, and the flush machinery cost more than the SQL itself. The returned
+SQLAlchemy Core statements instead of ORM units of work: an allocation is a handful of inserts
+that nothing else in the transaction reads back through the ORM, and the flush machinery cost
+more than the SQL itself. The statements of a single allocation are
+:class:`~manager.db.prepared.Prepared` (compiled once, run on the DBAPI cursor); multi-row
+inserts with ``RETURNING`` go through ``Connection.execute`` (insertmanyvalues). The returned
 :class:`~manager.db.Allocation` objects are made persistent in the session from the values just
 written (no reload), with their scope and pool already attached.
 """

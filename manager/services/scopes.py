@@ -237,7 +237,7 @@ def scope_and_pool_id(session: Session, scope: ScopeRef) -> tuple[Scope, int]:
     """The scope and the id of its effective pool, without loading the pool.
 
     The allocation hot path: the scope's ancestors (and the scope itself, when given by path)
-    are read in one Core query.
+    are read in one prepared query (:func:`_chain_rows`).
     """
     given = scope if isinstance(scope, Scope) else None
     if given is None and not (isinstance(scope, str) and not scope.strip().isdigit()):
@@ -246,7 +246,7 @@ def scope_and_pool_id(session: Session, scope: ScopeRef) -> tuple[Scope, int]:
     chain = _chain_rows(session, ancestor_paths(path))
     if path not in chain:
         raise NotFound(f"Scope '{path}' does not exist.", details={"path": path})
-    # Core rows (an ORM query costs about three times as much); only the target becomes an
+    # Plain rows (an ORM query costs about three times as much); only the target becomes an
     # ORM object (when it was given by path), for the allocation's ``scope``.
     ordered = [chain[p] for p in ancestor_paths(path) if p in chain]
     found = resolve_effective_pool([(s["id"], s["pool_id"]) for s in ordered])
