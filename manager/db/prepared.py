@@ -70,18 +70,7 @@ class Prepared:
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Execute with one set of parameters; every row returned (none for plain DML)."""
-        form = self._form(conn.dialect)
-        cursor = _cursor(conn)
-        values = _values(form, params)
-        try:
-            cursor.execute(form.sql, values)
-            if not form.results:
-                return []
-            fetched = cursor.fetchall()
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(conn, cursor, form, values, exc) from exc
-        finally:
-            cursor.close()
+        form, fetched = self._execute(conn, [params], many=False, fetch=True)
         if not any(form.results):
             return [tuple(row) for row in fetched]
         return [
@@ -103,29 +92,31 @@ class Prepared:
 
     def run(self, conn: Connection, params: Mapping[str, Any]) -> None:
         """Execute with one set of parameters, ignoring any rows."""
-        form = self._form(conn.dialect)
-        cursor = _cursor(conn)
-        values = _values(form, params)
-        try:
-            cursor.execute(form.sql, values)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise _wrapped(conn, cursor, form, values, exc) from exc
-        finally:
-            cursor.close()
+        self._execute(conn, [params], many=False, fetch=False)
 
     def run_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per parameter set (``executemany``), ignoring any rows."""
-        if not params:
-            return
+        if params:
+            self._execute(conn, params, many=True, fetch=False)
+
+    def _execute(
+        self, conn: Connection, params: Sequence[Mapping[str, Any]], *, many: bool, fetch: bool
+    ) -> tuple[_Form, list[Any]]:
+        """Run on a fresh cursor of the connection; (the form, the raw rows when fetched)."""
         form = self._form(conn.dialect)
         cursor = _cursor(conn)
-        values = [_values(form, each) for each in params]
+        values: Any = [_values(form, each) for each in params] if many else _values(form, params[0])
         try:
-            cursor.executemany(form.sql, values)
+            if many:
+                cursor.executemany(form.sql, values)
+            else:
+                cursor.execute(form.sql, values)
+            fetched = cursor.fetchall() if fetch and form.results else []
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(conn, cursor, form, values, exc) from exc
         finally:
             cursor.close()
+        return form, fetched
 
 
 def _compile(statement: ClauseElement, keys: tuple[str, ...], dialect: Dialect) -> _Form:
