@@ -53,12 +53,16 @@ class _WriterQueue:
         self.path = path
         self.lock = threading.RLock()  # re-entrant: a nested write session fails loudly, not hangs
         self._fd: int | None = None
+        self._pid = os.getpid()
 
     @contextmanager
     def turn(self) -> Iterator[None]:
         with self.lock:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            if self._fd is None or self._pid != os.getpid():
+                # Own file description per process: an flock is held by the description, so a
+                # descriptor inherited across fork() would let parent and child in together.
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                self._pid = os.getpid()
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 yield
@@ -68,6 +72,25 @@ class _WriterQueue:
 
 _queues: dict[str, _WriterQueue] = {}
 _queues_lock = threading.Lock()
+
+
+def _forget_queues_after_fork() -> None:
+    """A forked child (a gunicorn worker) starts with its own, empty writer queues.
+
+    The parent's queues hold lock-file descriptors whose ``flock`` the child would share (so
+    two workers would both "hold" it and fall back on SQLite's sleeping busy handler), and
+    thread locks that another parent thread may have held at the fork.
+    """
+    global _queues_lock
+    for queue in _queues.values():
+        if queue._fd is not None:
+            # Closing the child's copy leaves the parent's lock alone (no LOCK_UN).
+            os.close(queue._fd)
+    _queues.clear()
+    _queues_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_queues_after_fork)
 
 
 class Database:
