@@ -37,7 +37,12 @@ from plugins.kubernetes.broker import OWNER_POD, OWNER_VM
 from plugins.kubernetes.clusterstate import record_sync
 from plugins.kubernetes.objects import Observed, placeholder_prefix
 from plugins.kubernetes.patches import parse_transaction_timestamp
-from plugins.kubernetes.scoping import OptMode, is_managed, parse_opt_mode
+from plugins.kubernetes.scoping import (
+    OptMode,
+    is_managed,
+    namespace_scope_path,
+    parse_opt_mode,
+)
 
 # The reconciler's messages, wherever their step lives, keep the reconciler's logger.
 log = logging.getLogger("plugins.kubernetes.reconciler")
@@ -182,7 +187,7 @@ class Aligner:
     def _release(self, session: Session, obs: Observed) -> None:
         self._set_refused(obs, {})
         try:
-            scope = get_scope(session, f"{self.cluster_path.rstrip('/')}/{obs.namespace}")
+            scope = get_scope(session, namespace_scope_path(self.cluster_path, obs.namespace))
         except NotFound:
             return
         release_owner(

@@ -100,6 +100,11 @@ def selector_matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> 
     return True
 
 
+def namespace_scope_path(cluster_scope: str, namespace: str) -> str:
+    """The MacPool scope path of a namespace: a child of the configured cluster scope."""
+    return f"{cluster_scope.rstrip('/')}/{namespace}"
+
+
 __all__ = [
     "DEFAULT_MODES",
     "LABEL_KEYS",
@@ -107,6 +112,7 @@ __all__ = [
     "VM_WEBHOOK",
     "OptMode",
     "is_managed",
+    "namespace_scope_path",
     "namespace_selector",
     "parse_opt_mode",
     "selector_matches",

@@ -32,6 +32,7 @@ from manager.services.allocations import find_by_identity, release_allocation
 from manager.services.scopes import scope_and_pool_id
 from plugins.kubernetes.broker import NicClaim, Owner
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
+from plugins.kubernetes.scoping import namespace_scope_path
 
 #: Who the audit log names for webhook changes.
 WEBHOOK_ACTOR: Final = Actor("kubernetes-webhook", "webhook")
@@ -62,7 +63,7 @@ def namespace_scope(
 
     With ``create=False`` a missing scope gives ``None`` (a namespace never seen holds nothing).
     """
-    path = f"{cluster_scope.rstrip('/')}/{namespace}"
+    path = namespace_scope_path(cluster_scope, namespace)
     try:
         return get_scope(session, path)
     except NotFound:
@@ -169,13 +170,13 @@ class ServiceBroker:
         return self._session
 
     def _scope(self, namespace: str, *, create: bool) -> tuple[Scope, int] | None:
-        """The namespace's scope and the id of its effective pool (one Core query when known).
+        """The namespace's scope and the id of its effective pool (one query when it exists).
 
         A review asks for its namespace twice (held_macs, then claim): it is resolved once.
         """
         resolved = self._scopes.get(namespace)
         if resolved is None:
-            path = f"{self.cluster_scope.rstrip('/')}/{namespace}"
+            path = namespace_scope_path(self.cluster_scope, namespace)
             try:
                 resolved = scope_and_pool_id(self.session, path)
             except NotFound:
