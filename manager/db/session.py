@@ -53,16 +53,14 @@ class _WriterQueue:
         self.path = path
         self.lock = threading.RLock()  # re-entrant: a nested write session fails loudly, not hangs
         self._fd: int | None = None
-        self._pid = os.getpid()
 
     @contextmanager
     def turn(self) -> Iterator[None]:
         with self.lock:
-            if self._fd is None or self._pid != os.getpid():
-                # Own file description per process: an flock is held by the description, so a
-                # descriptor inherited across fork() would let parent and child in together.
+            if self._fd is None:
+                # One file description per process: an flock belongs to the description, so
+                # forked children must not reuse it (see _forget_queues_after_fork).
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                self._pid = os.getpid()
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 yield
