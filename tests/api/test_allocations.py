@@ -34,6 +34,19 @@ def test_auto_allocation_then_idempotent_repeat(client: FlaskClient, operator: H
     assert other.json["mac"] != body["mac"]
 
 
+def test_timestamps_read_the_same_when_written_and_when_read_back(
+    client: FlaskClient, operator: Headers
+) -> None:
+    # SQLite keeps no time zone: the repeat (read from the database) used to lose "+00:00".
+    first = allocate(client, operator, ttl_seconds=60)
+    again = allocate(client, operator, ttl_seconds=60)
+    listed = client.get(f"{ALLOCATIONS}/{first.json['id']}", headers=operator)
+    assert listed.status_code == 200
+    for key in ("created_at", "expires_at"):
+        assert first.json[key].endswith("+00:00")
+        assert again.json[key] == first.json[key] == listed.json[key]
+
+
 def test_requested_mac_any_form_and_conflicts(client: FlaskClient, operator: Headers) -> None:
     made = allocate(client, operator, mac="0200.0000.AB01")
     assert made.status_code == 201
