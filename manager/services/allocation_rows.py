@@ -377,12 +377,17 @@ def allocation_row(
     }
 
 
+#: Up to this many rows, one prepared insert per row beats one multi-row ``RETURNING`` insert
+#: (whose statement SQLAlchemy builds per call); a webhook group commit writes a few rows.
+FEW_ROWS = 16
+
+
 def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert allocation rows (one statement, or executemany); their ids in row order."""
+    """Insert allocation rows (one statement per row, or executemany); their ids in row order."""
     if not rows:
         return []
-    if len(rows) == 1:
-        return [_INSERT_ALLOCATION.scalar(conn, rows[0])]
+    if len(rows) <= FEW_ROWS:
+        return [_INSERT_ALLOCATION.scalar(conn, row) for row in rows]
     result = conn.execute(_INSERT_ALLOCATIONS, list(rows))
     return [row[0] for row in result.all()]
 

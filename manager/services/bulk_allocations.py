@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -50,7 +51,7 @@ from manager.services.allocation_rows import (
     write_pool,
 )
 from manager.services.common import lock_pools
-from manager.services.index_cache import advance_index, invalidate, pool_index
+from manager.services.index_cache import advance_index, pool_index
 from manager.services.scopes import scopes_and_pool_ids
 
 #: Values per ``IN (...)`` list: below every backend's bound-parameter limit.
@@ -202,9 +203,14 @@ class _Batch:
         self.rows: list[tuple[int, dict[str, Any], Scope, Pool]] = []
         self.events: list[dict[str, Any]] = []
         self.now = datetime.now(UTC)
+        self.written = False
 
     def lock(self, pool_ids: set[int]) -> None:
-        for pool in lock_pools(self.session, list(pool_ids), load_ranges=False).values():
+        """Lock the pools not locked by this batch yet (in id order: no deadlocks)."""
+        missing = [pool_id for pool_id in pool_ids if pool_id not in self.pools]
+        if not missing:
+            return
+        for pool in lock_pools(self.session, missing, load_ranges=False).values():
             self.pools[pool.id] = _PoolState(
                 pool,
                 (pool.revision, pool.index_token),
@@ -364,11 +370,16 @@ class _Batch:
         row["_event"] = event
         return event
 
-    def write(self) -> dict[int, Allocation]:
-        """Write the planned rows; the new allocations by request index."""
+    def write(self, *, objects: bool = True, savepoint: bool = True) -> dict[int, Allocation]:
+        """Write the planned rows; the new allocations by request index (none without
+        ``objects``: callers that only need the MACs skip building the ORM objects).
+
+        The savepoint keeps the transaction usable after a refused write; ``savepoint=False``
+        is for callers that roll the whole transaction back then anyway.
+        """
         conn = self.conn
         try:
-            with self.session.begin_nested():
+            with self.session.begin_nested() if savepoint else nullcontext():
                 insert_held(conn, self.new_held)
                 changed = [s for _, s in sorted(self.pools.items()) if s.held]
                 for state in changed:
@@ -388,18 +399,26 @@ class _Batch:
                 "A MAC requested in this batch was just taken by another request; try again.",
                 field="mac",
             ) from exc
+        self.written = True
         for state in changed:
-            advance_index(self.session, state.pool, base=state.base, macs=[])
+            advance_index(self.session, state.pool, base=state.base, macs=state.held)
+        if not objects:
+            return {}
         return {
             i: persistent_allocation(self.session, row, scope=scope, pool=pool)
             for i, row, scope, pool in self.rows
         }
 
     def undo(self) -> None:
-        """Forget in-memory changes of a batch that was refused or failed."""
+        """Forget in-memory changes of a batch that was refused or failed (before the rollback).
+
+        Unwritten, the MACs it planned leave the indexes again; written, the index advances are
+        reverted by :func:`~manager.services.index_cache.undo_advances` with the transaction.
+        """
         for state in self.pools.values():
-            if state.index is not None:
-                invalidate(self.session, state.pool.id)
+            if state.index is not None and not self.written:
+                for mac in state.held:
+                    state.index[1].discard(mac)
             self.session.expire(state.pool)
 
 
@@ -499,4 +518,93 @@ def _run(
     return results
 
 
-__all__ = ["CHUNK", "allocate_macs"]
+class AllocationPlan:
+    """Allocations of several callers in one transaction, planned at once and written together.
+
+    Group commit needs it: :meth:`allocate` answers with the MACs immediately, by the rules of
+    :func:`allocate_macs` (allocations planned earlier count as held MACs and as existing owner
+    identities), but the rows are written by :meth:`write`, all in a few executemany inserts
+    and one update per pool. Until then the pools stay locked and the planned MACs are only in
+    this process's indexes, so the caller must write the plan before anything else in the
+    transaction reads or changes allocations, and before committing. After an error (of
+    :meth:`allocate` or of :meth:`write`) it calls :meth:`undo` and rolls the transaction back.
+    Errors are the service's own, unnamed (no request index).
+    """
+
+    def __init__(self, session: Session, actor: Actor) -> None:
+        self.session = session
+        self.actor = actor
+        self._batch: _Batch | None = None
+        self._owners: set[tuple[int, str, str]] = set()
+
+    def __len__(self) -> int:
+        """How many allocations are planned and not written yet."""
+        return 0 if self._batch is None else len(self._batch.rows)
+
+    def holds(self, scope_id: int, owner_kind: str, owner_name: str) -> bool:
+        """Whether an unwritten allocation of this owner is planned."""
+        return (scope_id, owner_kind, owner_name) in self._owners
+
+    def allocate(
+        self,
+        requests: Sequence[AllocationRequest],
+        targets: Sequence[tuple[Scope, int]],
+        *,
+        now: datetime | None = None,
+        unheld: bool = False,
+    ) -> list[int]:
+        """Plan the requests (each with its scope and effective pool id); their MACs.
+
+        ``unheld``: the caller read its owners' allocations in this transaction and none holds
+        a requested identity (saves the query; identities planned before still count).
+        """
+        moment = now or datetime.now(UTC)
+        checked = [check_request(request, now=moment) for request in requests]
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch(self.session, self.actor, connection(self.session))
+        keys: dict[int, set[tuple[str, str, str]]] = {}
+        for c, (scope, _) in zip(checked, targets, strict=True):
+            if (scope.id, c.owner_kind, c.owner_name, c.interface) not in batch.priors:
+                keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
+        if keys and not unheld:
+            batch.priors.update(_existing(batch.conn, keys))
+        requested = sorted({c.requested for c in checked if c.requested is not None})
+        fresh = [mac for mac in requested if mac not in batch.homes]
+        batch.homes.update(_homes(batch.conn, fresh))
+        batch.held.update(_held(batch.conn, [mac for mac in fresh if mac not in batch.held]))
+        batch.lock(
+            {eff for _, eff in targets} | {batch.homes[m] for m in requested if m in batch.homes}
+        )
+        order = [i for i, c in enumerate(checked) if c.requested is not None]
+        order += [i for i, c in enumerate(checked) if c.requested is None]
+        for i in order:
+            scope, effective_id = targets[i]
+            batch.step(len(batch.rows), checked[i], scope, effective_id)
+        macs = []
+        for c, (scope, _) in zip(checked, targets, strict=True):
+            macs.append(batch.priors[(scope.id, c.owner_kind, c.owner_name, c.interface)].mac)
+            self._owners.add((scope.id, c.owner_kind, c.owner_name))
+        return macs
+
+    def write(self) -> None:
+        """Write every planned allocation (a new plan starts empty)."""
+        batch, self._batch = self._batch, None
+        self._owners.clear()
+        if batch is None or not batch.rows:
+            return
+        try:
+            batch.write(objects=False, savepoint=False)  # on error the caller rolls back
+        except BaseException:
+            batch.undo()
+            raise
+
+    def undo(self) -> None:
+        """Forget what is planned; call it before rolling the transaction back."""
+        batch, self._batch = self._batch, None
+        self._owners.clear()
+        if batch is not None:
+            batch.undo()
+
+
+__all__ = ["CHUNK", "AllocationPlan", "allocate_macs"]

@@ -21,12 +21,13 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, Table, bindparam, delete, event, insert, select
+from sqlalchemy.orm import Session, SessionTransaction
 
 from manager.core.index import HeldIndex
 from manager.core.ranges import MacRange, RangeSet
 from manager.db import HeldMac, Pool, PoolChange
+from manager.db.prepared import Prepared
 
 #: How many change rows per pool are kept for processes that fell behind.
 CHANGE_HISTORY = 50_000
@@ -76,23 +77,36 @@ def _load(session: Session, pool: Pool) -> _Entry:
     return _Entry(pool.revision, pool.index_token, ranges, HeldIndex.from_sorted(macs))
 
 
+_changes: Table = PoolChange.__table__  # type: ignore[assignment]
+#: The change rows a process that fell behind replays: each process does after every write of
+#: another (several webhook workers take turns), so it is prepared.
+_CHANGES_SINCE = Prepared(
+    select(_changes.c.revision, _changes.c.mac, _changes.c.held, _changes.c.token)
+    .where(
+        _changes.c.pool_id == bindparam("pool_id"),
+        _changes.c.revision >= bindparam("revision"),
+    )
+    .order_by(_changes.c.revision)
+)
+
+
 def _replay(session: Session, pool: Pool, entry: _Entry) -> bool:
-    rows = session.execute(
-        select(PoolChange.revision, PoolChange.mac, PoolChange.held, PoolChange.token)
-        .where(PoolChange.pool_id == pool.id, PoolChange.revision >= entry.revision)
-        .order_by(PoolChange.revision)
-    ).all()
+    session.flush()
+    rows = _CHANGES_SINCE.rows(
+        session.connection(), {"pool_id": pool.id, "revision": entry.revision}
+    )
     if len(rows) != pool.revision - entry.revision + 1:
         return False
-    if rows[0].revision != entry.revision or rows[0].token != entry.token:
+    first_revision, _, _, first_token = rows[0]
+    if first_revision != entry.revision or first_token != entry.token:
         return False
-    for row in rows[1:]:
-        if row.mac is None:
+    for _, mac, held, _ in rows[1:]:
+        if mac is None:
             return False
-        if row.held:
-            entry.index.add(row.mac)
+        if held:
+            entry.index.add(mac)
         else:
-            entry.index.discard(row.mac)
+            entry.index.discard(mac)
     entry.revision, entry.token = pool.revision, pool.index_token
     return True
 
@@ -112,15 +126,33 @@ def pool_index(session: Session, pool: Pool) -> tuple[RangeSet, HeldIndex]:
     return entry.ranges, entry.index
 
 
+@dataclass(slots=True)
+class _Advance:
+    """One :func:`advance_index` of an open transaction, as :func:`undo_advances` reverts it."""
+
+    entry: _Entry
+    #: (revision, token) before and after the advance.
+    base: tuple[int, int]
+    after: tuple[int, int]
+    #: MACs the transaction newly held (free before it: the caller held the pool lock).
+    macs: list[int]
+
+
+#: ``session.info`` key of the transaction's index advances (cleared when it commits).
+_UNDO = "macpool.index_advances"
+
+
 def advance_index(
     session: Session, pool: Pool, *, base: tuple[int, int], macs: Sequence[int]
 ) -> None:
     """Move this process's index of ``pool`` over MACs just held, saving the next replay query.
 
     ``base`` is the pool's (revision, token) before the change; the index moves only if it was
-    current at exactly that point. Call it under the pool's row lock (as the change itself is
+    current at exactly that point. ``macs`` were free before this transaction (a caller that
+    planned them may have added them to the index already). Call it under the pool's row lock (as the change itself is
     made), so no other thread reads the entry meanwhile. If the transaction rolls back instead,
-    the pool row keeps the old (revision, token) and the next user of the entry reloads it.
+    the pool row keeps the old (revision, token): :func:`undo_advances` called before the
+    rollback moves the entry back, otherwise its next user reloads it.
     """
     entry = _cache_for(session).get(pool.id)
     if entry is None or (entry.revision, entry.token) != base:
@@ -128,6 +160,35 @@ def advance_index(
     for mac in macs:
         entry.index.add(mac)
     entry.revision, entry.token = pool.revision, pool.index_token
+    if macs:
+        after = (entry.revision, entry.token)
+        session.info.setdefault(_UNDO, []).append(_Advance(entry, base, after, list(macs)))
+
+
+def undo_advances(session: Session) -> None:
+    """Revert this process's indexes to where the session's transaction found them.
+
+    Call it just before rolling back, while the transaction still holds its pool locks (no
+    other thread can use the entries meanwhile). Without it the next user of a pool whose index
+    moved over a rolled-back allocation reloads it from the database: cheap for small pools, a
+    second or so at 10^6 held MACs, which a webhook dry run or refusal must not cost.
+    An entry that moved on since (another advance, a replay) is left to that reload.
+    """
+    for advance in reversed(session.info.pop(_UNDO, [])):
+        entry = advance.entry
+        if (entry.revision, entry.token) != advance.after:
+            continue
+        for mac in advance.macs:
+            entry.index.discard(mac)
+        entry.revision, entry.token = advance.base
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_advances(session: Session, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended: committed advances are for good, and after a rollback
+    without :func:`undo_advances` (locks released) the entries are left to reload."""
+    if transaction.parent is None:
+        session.info.pop(_UNDO, None)
 
 
 def invalidate(session: Session, pool_id: int) -> None:
@@ -174,4 +235,5 @@ __all__ = [
     "pool_ranges",
     "prune_history",
     "record_change",
+    "undo_advances",
 ]
