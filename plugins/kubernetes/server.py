@@ -24,6 +24,7 @@ from manager.db import Database
 from manager.serve import gunicorn_options, run_gunicorn
 from plugins.kubernetes.admission import review_pod, review_virtual_machine
 from plugins.kubernetes.certstore import CertificateFiles
+from plugins.kubernetes.group_commit import GroupCommit
 from plugins.kubernetes.metrics import (
     CONTENT_TYPE,
     AdmissionMetrics,
@@ -38,7 +39,6 @@ from plugins.kubernetes.review import (
     build_response,
     parse_review,
 )
-from plugins.kubernetes.service_broker import review_in_transaction
 
 log = logging.getLogger("macpool.webhook")
 
@@ -85,6 +85,13 @@ class WebhookApp:
         self.wait_time = wait_time
         self.low_threshold = low_threshold
         self.metrics = metrics or AdmissionMetrics()
+        #: Reviews arriving together share a write transaction (see group_commit).
+        self.group_commit = GroupCommit(
+            database,
+            cluster_scope=cluster_scope,
+            wait_time=wait_time,
+            low_threshold=low_threshold,
+        )
         self._registry = self.metrics.registry(database, cluster_scope=cluster_scope)
         self._reviewers: dict[str, Callable[[AdmissionRequest], AdmissionResult]] = {
             VM_PATH: self._review_vm,
@@ -148,14 +155,7 @@ class WebhookApp:
     def _in_transaction(
         self, reviewer: Callable[..., AdmissionResult], request: AdmissionRequest
     ) -> AdmissionResult:
-        return review_in_transaction(
-            self.database,
-            reviewer,
-            request,
-            cluster_scope=self.cluster_scope,
-            wait_time=self.wait_time,
-            low_threshold=self.low_threshold,
-        )
+        return self.group_commit.review(reviewer, request)
 
 
 def _require_namespace(request: AdmissionRequest) -> None:

@@ -28,7 +28,10 @@ from manager.core.mac import format_mac_int, parse_assignable_mac
 from manager.db import Allocation, Database, Scope
 from manager.db.prepared import Prepared
 from manager.services import allocate_mac, ensure_path, ensure_scope, get_scope
+from manager.services.allocation_rows import AllocationRequest
 from manager.services.allocations import find_by_identity, release_allocation
+from manager.services.bulk_allocations import AllocationPlan
+from manager.services.index_cache import undo_advances
 from manager.services.scopes import scope_and_pool_id
 from plugins.kubernetes.broker import NicClaim, Owner
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
@@ -141,7 +144,8 @@ class ServiceBroker:
     """Allocation operations of one review, inside the session ``open_session`` provides.
 
     ``open_session`` is called once, on first use. The broker never commits: the caller decides
-    from the review's outcome (see :func:`review_in_transaction`).
+    from the review's outcome (see :func:`review_in_transaction`). Brokers of reviews that share
+    one transaction may share ``scopes``, the namespaces resolved in it.
     """
 
     def __init__(
@@ -152,6 +156,8 @@ class ServiceBroker:
         wait_time: int,
         actor: Actor = WEBHOOK_ACTOR,
         now: datetime | None = None,
+        scopes: dict[str, tuple[Scope, int]] | None = None,
+        plan: AllocationPlan | None = None,
     ) -> None:
         self._open_session = open_session
         self._session: Session | None = None
@@ -159,7 +165,11 @@ class ServiceBroker:
         self.wait_time = wait_time
         self.actor = actor
         self.now = now
-        self._scopes: dict[str, tuple[Scope, int]] = {}
+        #: Namespace → (scope, effective pool id); brokers sharing one transaction share it.
+        self._scopes: dict[str, tuple[Scope, int]] = {} if scopes is None else scopes
+        #: Group commit: automatic MACs of new interfaces are planned here and written with
+        #: the batch; anything else writes the plan first and runs at once.
+        self._plan = plan
         self._held: dict[tuple[int, str, str], list[tuple[int, str, int]]] = {}
 
     @property
@@ -197,6 +207,9 @@ class ServiceBroker:
         """(id, interface, MAC) of the owner's allocations; read once per review and owner."""
         key = (scope.id, owner.kind, owner.name)
         rows = self._held.pop(key, None)
+        if self._plan is not None and self._plan.holds(*key):
+            self._plan.write()  # this owner has planned allocations: read them from the table
+            rows = None
         if rows is None:
             params = {"scope_id": scope.id, "owner_kind": owner.kind, "owner_name": owner.name}
             found = _OWNER_ALLOCATIONS.rows(self.session.connection(), params)
@@ -235,6 +248,10 @@ class ServiceBroker:
         scope, pool_id = resolved
         held = {interface: (id_, mac) for id_, interface, mac in self._allocations(scope, owner)}
         plan = plan_claim(held, claims)
+        if self._plan is not None:
+            if not plan.release and all(claim.mac is None for claim in plan.new):
+                return self._planned(scope, pool_id, owner, claims, plan, transaction)
+            self._plan.write()
         for allocation_id in plan.release:
             release_allocation(self.session, self.actor, allocation_id, reason="moved")
         service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
@@ -255,11 +272,45 @@ class ServiceBroker:
             result[claim.interface] = format_mac_int(created.mac)
         return {claim.interface: result[claim.interface] for claim in claims}
 
+    def _planned(
+        self,
+        scope: Scope,
+        pool_id: int,
+        owner: Owner,
+        claims: Sequence[NicClaim],
+        plan: ClaimPlan,
+        transaction: str | None,
+    ) -> dict[str, str]:
+        """:meth:`claim` when every new interface takes the next free MAC: planned, not written."""
+        assert self._plan is not None
+        service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
+        requests = [
+            AllocationRequest(
+                scope,
+                service_owner,
+                claim.interface,
+                ttl_seconds=self.wait_time,
+                transaction=transaction,
+            )
+            for claim in plan.new
+        ]
+        # The owner's allocations were read in this transaction (_allocations): the new
+        # interfaces hold nothing in the table.
+        macs = self._plan.allocate(
+            requests, [(scope, pool_id)] * len(requests), now=self.now, unheld=True
+        )
+        result = dict(plan.keep)
+        for claim, mac in zip(plan.new, macs, strict=True):
+            result[claim.interface] = format_mac_int(mac)
+        return {claim.interface: result[claim.interface] for claim in claims}
+
     def release(self, owner: Owner, interfaces: Sequence[str], *, dry_run: bool) -> None:
         """Release the owner's allocations on these interfaces (the caller rolls back dry runs)."""
         resolved = self._scope(owner.namespace, create=False)
         if resolved is None:
             return
+        if self._plan is not None:
+            self._plan.write()
         scope = resolved[0]
         for interface in interfaces:
             found = find_by_identity(
@@ -302,12 +353,14 @@ def review_in_transaction(
             result = reviewer(request, broker=broker)
         except BaseException:
             for session in opened:
+                undo_advances(session)
                 session.rollback()
             raise
         for session in opened:
             if result.allowed and not request.dry_run:
                 session.commit()
             else:
+                undo_advances(session)
                 session.rollback()
         return result
 

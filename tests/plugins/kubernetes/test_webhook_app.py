@@ -47,7 +47,7 @@ def test_pod_without_networks_never_touches_the_database(tmp_path: Path) -> None
     reply = client.post("/mutate-pods", data=review_body(pod, gvk=POD_GVK))
     assert reply.status_code == 200
     assert json.loads(reply.get_data())["response"]["allowed"] is True
-    assert not (tmp_path / "empty.db.webhook-lock").exists()
+    assert not (tmp_path / "empty.db.write-lock").exists()
 
 
 def test_main_app_registry_reads_no_webhook_files_until_they_exist(tmp_path: Path) -> None:

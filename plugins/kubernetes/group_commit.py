@@ -1,0 +1,225 @@
+"""Group commit: the admission reviews that arrive together share one write transaction.
+
+Each review that changes MACs is a short write transaction, and on SQLite only one runs at a
+time. Its fixed costs (waiting for the writer turn, opening the session, ``BEGIN IMMEDIATE``,
+resolving the namespace scope, ``COMMIT``) were most of a review's time, so under load the
+webhook spent its single writer on overhead. :class:`GroupCommit` lets the reviews that queue
+up while one transaction runs go through the next one together:
+
+- a review first runs without a database (:class:`NeedsDatabase` stops it at its first broker
+  call); most pods never need one and never queue;
+- the others queue. The first thread to find no leader leads: it takes the writer turn, then
+  every queued review (those that arrived while it waited included), runs them in one session
+  with a shared scope cache, and commits once when every one was admitted;
+- a refusal or an error anywhere in the batch rolls the whole batch back (undoing the index
+  advances first) and each review is run again alone in its own transaction, so a refusal
+  never costs another review anything but time, and nothing stored depends on its neighbours;
+- dry runs always run alone (they must roll back);
+- when its own review is done the leader hands the lead to the oldest queued review's thread.
+
+Every review's answer is computed inside the transaction that stores it, so an allowed review
+is answered only after its allocations are committed, exactly as without batching.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from sqlalchemy.orm import Session
+
+from manager.db import Database
+from manager.db.models import Scope
+from manager.services.bulk_allocations import AllocationPlan
+from manager.services.index_cache import undo_advances
+from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
+from plugins.kubernetes.service_broker import WEBHOOK_ACTOR, Reviewer, ServiceBroker
+
+#: At most this many reviews share one transaction (bounds how long the writer is held).
+MAX_BATCH: Final = 64
+
+
+class NeedsDatabase(BaseException):
+    """Stops a review at its first database access (a BaseException: no handler in the
+    admission logic may take it for a refusal)."""
+
+
+def _no_database() -> Session:
+    raise NeedsDatabase
+
+
+@dataclass(eq=False)
+class _Job:
+    """One queued review and, once run, its outcome."""
+
+    reviewer: Reviewer
+    request: AdmissionRequest
+    #: Set when the outcome is known, or when this job's thread must take the lead.
+    wake: threading.Event = field(default_factory=threading.Event)
+    lead: bool = False
+    done: bool = False
+    result: AdmissionResult | None = None
+    error: BaseException | None = None
+
+    def finish(self, result: AdmissionResult | None, error: BaseException | None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.wake.set()
+
+    def outcome(self) -> AdmissionResult:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class GroupCommit:
+    """Runs admission reviews of one process, batching their write transactions."""
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        cluster_scope: str,
+        wait_time: int,
+        low_threshold: int = 10,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.database = database
+        self.cluster_scope = cluster_scope
+        self.wait_time = wait_time
+        self.low_threshold = low_threshold
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: list[_Job] = []
+        self._leading = False
+        #: Sizes of the batches run, for tests and metrics: batch size → how many.
+        self.batch_sizes: dict[int, int] = {}
+
+    def review(self, reviewer: Reviewer, request: AdmissionRequest) -> AdmissionResult:
+        """The review's answer; allowed changes are committed before it returns."""
+        try:
+            return reviewer(request, broker=self._broker(_no_database))
+        except NeedsDatabase:
+            pass
+        job = _Job(reviewer, request)
+        if request.dry_run:
+            with self.database.writer_turn():
+                self._run_alone(job)
+            return job.outcome()
+        with self._lock:
+            self._queue.append(job)
+            if not self._leading:
+                self._leading = job.lead = True
+        while not job.lead:
+            job.wake.wait()
+            job.wake.clear()
+            if job.done:
+                return job.outcome()
+        self._lead(job)
+        return job.outcome()
+
+    def _broker(
+        self,
+        open_session: Callable[[], Session],
+        scopes: dict[str, tuple[Scope, int]] | None = None,
+        plan: AllocationPlan | None = None,
+    ) -> ServiceBroker:
+        return ServiceBroker(
+            open_session,
+            cluster_scope=self.cluster_scope,
+            wait_time=self.wait_time,
+            scopes=scopes,
+            plan=plan,
+        )
+
+    def _lead(self, own: _Job) -> None:
+        """Run batches until this thread's own review is done, then pass the lead on."""
+        batch: list[_Job] = []
+        try:
+            while not own.done:
+                with self.database.writer_turn():
+                    with self._lock:
+                        batch = self._queue[: self.max_batch]
+                        del self._queue[: self.max_batch]
+                    self._run(batch)
+                batch = []
+        except BaseException as exc:  # the leader's thread is dying: nobody may wait forever
+            for job in batch:
+                if not job.done:
+                    job.finish(None, exc)
+            raise
+        finally:
+            with self._lock:
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.wake.set()
+                else:
+                    self._leading = False
+
+    def _run(self, batch: list[_Job]) -> None:
+        """Run a batch in one transaction; alone, one by one, if any review is not admitted."""
+        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+        if len(batch) == 1:
+            self._run_alone(batch[0])
+            return
+        session = self._session()
+        plan = AllocationPlan(session, WEBHOOK_ACTOR)
+        try:
+            scopes: dict[str, tuple[Scope, int]] = {}
+            results = []
+            for job in batch:
+                broker = self._broker(lambda: session, scopes, plan)
+                result = job.reviewer(job.request, broker=broker)
+                if not result.allowed:
+                    break
+                results.append(result)
+            else:
+                plan.write()
+                session.commit()
+                for job, result in zip(batch, results, strict=True):
+                    job.finish(result, None)
+                return
+            self._abandon(session, plan)
+        except Exception:
+            self._abandon(session, plan)
+        finally:
+            session.close()
+        for job in batch:
+            self._run_alone(job)
+
+    @staticmethod
+    def _abandon(session: Session, plan: AllocationPlan) -> None:
+        """Roll a batch back, its planned and written MACs out of the indexes first."""
+        plan.undo()
+        undo_advances(session)
+        session.rollback()
+
+    def _run_alone(self, job: _Job) -> None:
+        """One review in its own transaction: committed when admitted and not a dry run."""
+        session = self._session()
+        try:
+            result = job.reviewer(job.request, broker=self._broker(lambda: session))
+            if result.allowed and not job.request.dry_run:
+                session.commit()
+            else:
+                undo_advances(session)
+                session.rollback()
+        except Exception as exc:
+            undo_advances(session)
+            session.rollback()
+            job.finish(None, exc)
+            return
+        finally:
+            session.close()
+        job.finish(result, None)
+
+    def _session(self) -> Session:
+        session = self.database.new_session(write=True)
+        session.info["low_threshold"] = self.low_threshold
+        return session
+
+
+__all__ = ["MAX_BATCH", "GroupCommit", "NeedsDatabase"]
