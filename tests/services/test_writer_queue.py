@@ -9,12 +9,16 @@ SQLite's busy handler, whose sleeps (up to 100 ms each) made single writes take 
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from manager.db import Database
+from manager.db import session as session_module
 
 
 def _take_turn(url: str, entered: Any, release: Any) -> None:
@@ -93,3 +97,62 @@ def test_threads_of_one_process_take_turns(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     assert most == 1
+
+
+# --- background WAL checkpoints -----------------------------------------------------------------
+
+
+def _writes(database: Database, count: int) -> None:
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, v TEXT)")
+    for i in range(count):
+        with database.session(write=True) as session:
+            session.connection().exec_driver_sql(f"INSERT INTO t (v) VALUES ('{'x' * 500}{i}')")
+
+
+def _rows_in_file_alone(path: Path, copy: Path) -> int:
+    """Rows a reader sees in the database file without its WAL: the checkpointed ones."""
+    copy.write_bytes(path.read_bytes())
+    conn = sqlite3.connect(copy)
+    try:
+        return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+    except sqlite3.OperationalError:  # the table itself is not checkpointed yet
+        return 0
+    finally:
+        conn.close()
+
+
+def test_writes_are_checkpointed_in_the_background(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "CHECKPOINT_INTERVAL", 0.02)
+    path = tmp_path / "macpool.db"
+    database = Database(f"sqlite:///{path}")
+    with database.engine.connect() as conn:
+        limit = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert limit == session_module.WAL_AUTOCHECKPOINT_PAGES  # commits do not checkpoint
+    _writes(database, 200)  # a few hundred WAL pages: far below the commit's own limit
+    deadline = time.monotonic() + 10
+    while _rows_in_file_alone(path, tmp_path / "copy.db") < 200:
+        assert time.monotonic() < deadline, "the WAL was never checkpointed"
+        time.sleep(0.05)
+    database.dispose()
+
+
+def test_the_checkpoint_thread_ends_when_idle_and_returns_with_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_module, "CHECKPOINT_INTERVAL", 0.01)
+    monkeypatch.setattr(session_module, "CHECKPOINT_IDLE_ROUNDS", 3)
+    path = tmp_path / "macpool.db"
+    database = Database(f"sqlite:///{path}")
+    _writes(database, 1)
+    checkpointer = session_module._checkpointers[str(path)]
+    assert checkpointer.running
+    deadline = time.monotonic() + 10
+    while checkpointer.running:
+        assert time.monotonic() < deadline, "the idle checkpoint thread never ended"
+        time.sleep(0.01)
+    _writes(database, 1)
+    assert checkpointer.running
+    database.dispose()
