@@ -10,11 +10,14 @@ up while one transaction runs go through the next one together:
   call); most pods never need one and never queue;
 - the others queue. The first thread to find no leader leads: it takes the writer turn, then
   every queued review (those that arrived while it waited included), runs them in one session
-  with a shared scope cache, and commits once when every one was admitted;
+  with a shared scope cache, plans their automatic MACs in one
+  :class:`~manager.services.bulk_allocations.AllocationPlan` (requested MACs and releases go
+  through the services at once), writes the plan and commits once when every one was admitted;
+  a batch of one is the same transaction with one review in it;
 - a refusal or an error anywhere in the batch rolls the whole batch back (undoing the index
   advances first) and each review is run again alone in its own transaction, so a refusal
   never costs another review anything but time, and nothing stored depends on its neighbours;
-- dry runs always run alone (they must roll back);
+- dry runs always run alone, through the same code, and are rolled back;
 - when its own review is done the leader hands the lead to the oldest queued review's thread.
 
 Every review's answer is computed inside the transaction that stores it, so an allowed review
@@ -118,7 +121,7 @@ class GroupCommit:
         job = _Job(reviewer, request)
         if request.dry_run:
             with self.database.writer_turn():
-                self._run_alone(job)
+                self._transact([job], commit=False)
             return job.outcome()
         with self._lock:
             self._queue.append(job)
@@ -189,33 +192,46 @@ class GroupCommit:
     def _run(self, batch: list[_Job]) -> None:
         """Run a batch in one transaction; alone, one by one, if any review is not admitted."""
         self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
-        if len(batch) == 1:
-            self._run_alone(batch[0])
+        if len(batch) > 1 and self._transact(batch):
             return
+        for job in batch:
+            self._transact([job])
+
+    def _transact(self, jobs: list[_Job], *, commit: bool = True) -> bool:
+        """Run the reviews in one transaction; commit it when every one was admitted.
+
+        Whether it was committed. The outcomes are settled when it was, and always for a single
+        review (its refusal or error is its answer); ``commit=False`` (a dry run) rolls back
+        what the review did and settles its answer.
+        """
+        alone = len(jobs) == 1
         session = self._session()
         plan = AllocationPlan(session, WEBHOOK_ACTOR)
+        scopes: dict[str, tuple[Scope, int]] = {}
+        results: list[AdmissionResult] = []
         try:
-            scopes: dict[str, tuple[Scope, int]] = {}
-            results = []
-            for job in batch:
-                broker = self._broker(lambda: session, scopes, plan)
-                result = job.reviewer(job.request, broker=broker)
-                if not result.allowed:
-                    break
+            for job in jobs:
+                result = job.reviewer(
+                    job.request, broker=self._broker(lambda: session, scopes, plan)
+                )
+                if not result.allowed or not commit:
+                    if alone:
+                        job.settle(result, None)
+                    self._abandon(session, plan)
+                    return False
                 results.append(result)
-            else:
-                plan.write()
-                session.commit()
-                for job, result in zip(batch, results, strict=True):
-                    job.settle(result, None)
-                return
+            plan.write()
+            session.commit()
+        except Exception as exc:
+            if alone:
+                jobs[0].settle(None, exc)
             self._abandon(session, plan)
-        except Exception:
-            self._abandon(session, plan)
+            return False
         finally:
             session.close()
-        for job in batch:
-            self._run_alone(job)
+        for job, result in zip(jobs, results, strict=True):
+            job.settle(result, None)
+        return True
 
     @staticmethod
     def _abandon(session: Session, plan: AllocationPlan) -> None:
@@ -223,25 +239,6 @@ class GroupCommit:
         plan.undo()
         undo_advances(session)
         session.rollback()
-
-    def _run_alone(self, job: _Job) -> None:
-        """One review in its own transaction: committed when admitted and not a dry run."""
-        session = self._session()
-        try:
-            result = job.reviewer(job.request, broker=self._broker(lambda: session))
-            if result.allowed and not job.request.dry_run:
-                session.commit()
-            else:
-                undo_advances(session)
-                session.rollback()
-        except Exception as exc:
-            undo_advances(session)
-            session.rollback()
-            job.settle(None, exc)
-            return
-        finally:
-            session.close()
-        job.settle(result, None)
 
     def _session(self) -> Session:
         session = self.database.new_session(write=True)
