@@ -100,6 +100,7 @@ class GroupCommit:
         wait_time: int,
         low_threshold: int = 10,
         max_batch: int = MAX_BATCH,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.database = database
         self.cluster_scope = cluster_scope
@@ -109,8 +110,9 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Job] = []
         self._leading = False
-        #: Sizes of the batches run, for tests and metrics: batch size → how many.
+        #: Sizes of the batches run: batch size → how many; ``on_batch`` hears each one.
         self.batch_sizes: dict[int, int] = {}
+        self._on_batch = on_batch
 
     def review(self, reviewer: Reviewer, request: AdmissionRequest) -> AdmissionResult:
         """The review's answer; allowed changes are committed before it returns."""
@@ -192,6 +194,8 @@ class GroupCommit:
     def _run(self, batch: list[_Job]) -> None:
         """Run a batch in one transaction; alone, one by one, if any review is not admitted."""
         self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
+        if self._on_batch is not None:
+            self._on_batch(len(batch))
         if len(batch) > 1 and self._transact(batch):
             return
         for job in batch:

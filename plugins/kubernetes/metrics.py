@@ -1,8 +1,9 @@
 """Prometheus metrics of the Kubernetes plugin.
 
-- ``macpool_webhook_admissions_total{resource,result}`` and
-  ``macpool_webhook_admission_duration_seconds{resource}``: MacPool's own admission metrics,
-  counted in every webhook worker. The webhook runs several gunicorn worker processes, so these
+- ``macpool_webhook_admissions_total{resource,result}``,
+  ``macpool_webhook_admission_duration_seconds{resource}`` and
+  ``macpool_webhook_transaction_reviews`` (reviews per write transaction: group commit's batch
+  sizes): MacPool's own admission metrics, counted in every webhook worker. The webhook runs several gunicorn worker processes, so these
   use prometheus_client's multiprocess mode (one directory per webhook process, wiped at start).
 - ``kubevirt_kmp_duplicate_macs`` and ``kmp_mac_collisions{mac}``: KubeMacPool's collision
   metrics, computed from the database at scrape time so every replica reports the same truth.
@@ -33,6 +34,7 @@ MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 MAX_COLLISION_SERIES: Final = 1000
 LATENCY_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 RESULTS: Final = ("allowed", "patched", "denied", "malformed", "too_large", "error")
+BATCH_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64)
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -75,6 +77,17 @@ class AdmissionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=target,
         )
+
+        self.batches = Histogram(
+            "macpool_webhook_transaction_reviews",
+            "AdmissionReviews that shared one write transaction (group commit).",
+            buckets=BATCH_BUCKETS,
+            registry=target,
+        )
+
+    def observe_batch(self, reviews: int) -> None:
+        """Count one write transaction of ``reviews`` reviews."""
+        self.batches.observe(reviews)
 
     def observe(self, resource: str, result: str, seconds: float) -> None:
         """Count one answered review."""

@@ -91,6 +91,7 @@ class WebhookApp:
             cluster_scope=cluster_scope,
             wait_time=wait_time,
             low_threshold=low_threshold,
+            on_batch=self.metrics.observe_batch,
         )
         self._registry = self.metrics.registry(database, cluster_scope=cluster_scope)
         self._reviewers: dict[str, Callable[[AdmissionRequest], AdmissionResult]] = {

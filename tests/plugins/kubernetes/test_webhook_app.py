@@ -70,3 +70,37 @@ def test_review_without_a_namespace_is_malformed(tmp_path: Path) -> None:
     reply = client.post("/mutate-virtualmachines", data=json.dumps(body))
     assert reply.status_code == 400
     assert "namespace" in json.loads(reply.get_data())["error"]
+
+
+def test_write_transactions_are_counted_by_their_number_of_reviews(tmp_path: Path) -> None:
+    from manager.services import bootstrap
+    from tests.conftest import DEFAULT_RANGE
+
+    database = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    Base.metadata.create_all(database.engine)
+    with database.session(write=True) as session:
+        bootstrap(session, default_range=DEFAULT_RANGE)
+    metrics = AdmissionMetrics()
+    client = Client(
+        WebhookApp(database, cluster_scope="/kubernetes", wait_time=300, metrics=metrics)
+    )
+    for name in ("a", "b"):
+        obj = vm([{"name": "default", "masquerade": {}}], [POD_NET], name=name)
+        assert (
+            client.post("/mutate-virtualmachines", data=review_body(obj, gvk=VM_GVK)).status_code
+            == 200
+        )
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
+    client.post("/mutate-pods", data=review_body(pod, gvk=POD_GVK))  # no transaction at all
+    samples = {
+        sample.name: sample.value
+        for sample in metrics.batches.collect()[0].samples
+        if sample.name.endswith(("_count", "_sum"))
+    }
+    assert samples == {
+        "macpool_webhook_transaction_reviews_count": 2.0,
+        "macpool_webhook_transaction_reviews_sum": 2.0,
+    }
+    text = generate_latest(metrics.registry(None, cluster_scope="/kubernetes")).decode()
+    assert 'macpool_webhook_transaction_reviews_bucket{le="1.0"} 2.0' in text
+    database.dispose()
