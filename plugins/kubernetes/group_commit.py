@@ -169,7 +169,10 @@ class GroupCommit:
                 if not own.done:
                     self._wake(batch, own)
                     batch = []
-        except BaseException as exc:  # the leader's thread is dying: nobody may wait forever
+        except BaseException as exc:  # the leader's review fails: nobody may wait forever
+            with self._lock:
+                if own in self._queue:  # not taken yet (the writer turn failed): withdraw it
+                    self._queue.remove(own)
             for job in batch:
                 if not job.done:
                     job.settle(None, exc)

@@ -217,3 +217,32 @@ def test_many_threads_get_unique_macs_all_stored(group: GroupCommit, database: D
     assert len(results) == len(set(results)) == 120
     assert sorted(_stored(database).values()) == sorted(_colon(mac) for mac in results)
     assert sum(size * count for size, count in group.batch_sizes.items()) == 120
+
+
+def test_a_failed_writer_turn_fails_one_review_and_the_next_ones_go_on(
+    group: GroupCommit, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The leader's own review, never taken into a batch, must not be left queued as the next
+    leader (its thread is gone: every later review would wait forever)."""
+    real_turn = group.database.writer_turn
+    failures = iter([OSError("cannot lock the writer queue")])
+
+    def flaky_turn() -> Any:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return real_turn()
+
+    monkeypatch.setattr(group.database, "writer_turn", flaky_turn)
+    with pytest.raises(OSError, match="cannot lock"):
+        group.review(review_virtual_machine, _request("first"))
+    outcome: list[AdmissionResult] = []
+    thread = threading.Thread(
+        target=lambda: outcome.append(group.review(review_virtual_machine, _request("next"))),
+        daemon=True,  # a regression must fail the test, not hang the run
+    )
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the next review waits for a leader that is gone"
+    assert outcome and outcome[0].allowed
+    assert group._queue == []
