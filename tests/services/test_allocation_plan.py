@@ -177,25 +177,27 @@ def _index_matches_database(database: Database, s: Session) -> None:
 Undo = Callable[[Database], None]
 
 
-def _undo_plan(database: Database) -> None:
+def _plan_three(database: Database, *, written: bool) -> None:
+    """Plan three MACs (and write them, or not), then roll the transaction back."""
     with database.session(write=True) as s:
         plan = AllocationPlan(s, ACTOR)
         target = _target(s)
         requests = [AllocationRequest(target[0], Owner("vm", f"x{i}"), "nic0") for i in range(3)]
         plan.allocate(requests, [target] * 3, unheld=True)
-        plan.undo()
+        if written:
+            plan.write()
+            undo_advances(s)
+        else:
+            plan.undo()
         s.rollback()
+
+
+def _undo_plan(database: Database) -> None:
+    _plan_three(database, written=False)
 
 
 def _undo_written_plan(database: Database) -> None:
-    with database.session(write=True) as s:
-        plan = AllocationPlan(s, ACTOR)
-        target = _target(s)
-        requests = [AllocationRequest(target[0], Owner("vm", f"x{i}"), "nic0") for i in range(3)]
-        plan.allocate(requests, [target] * 3, unheld=True)
-        plan.write()
-        undo_advances(s)
-        s.rollback()
+    _plan_three(database, written=True)
 
 
 def _undo_allocation(database: Database) -> None:
