@@ -74,8 +74,31 @@ class _BatchHolder:
     """A holder of a MAC created earlier in this batch (for duplicate checks and messages)."""
 
     pool: Pool
-    sentence: str
-    details: dict[str, Any]
+    scope_path: str
+    checked: CheckedRequest
+
+    @property
+    def sentence(self) -> str:
+        c = self.checked
+        return (
+            f"{c.owner_kind} '{c.owner_name}' interface '{c.interface}' "
+            f"in scope {self.scope_path} (pool '{self.pool.name}')"
+        )
+
+    @property
+    def details(self) -> dict[str, Any]:
+        c = self.checked
+        return {
+            "allocation_id": None,
+            "owner_kind": c.owner_kind,
+            "owner_name": c.owner_name,
+            "owner_uid": c.owner_uid,
+            "interface": c.interface,
+            "scope": self.scope_path,
+            "pool": self.pool.name,
+            "pool_id": self.pool.id,
+            "state": c.state,
+        }
 
 
 @dataclass(slots=True)
@@ -269,23 +292,9 @@ class _Batch:
         self.rows.append((i, row, scope, effective.pool))
         self.priors[key] = _Prior(value, request=i)
         self.events.append(self._created_event(row, scope, effective.pool, checked))
+        # Described only if a later request of the batch asks for the same MAC.
         self.batch_holders.setdefault(value, []).append(
-            _BatchHolder(
-                effective.pool,
-                f"{checked.owner_kind} '{checked.owner_name}' interface '{checked.interface}' "
-                f"in scope {scope.path} (pool '{effective.pool.name}')",
-                {
-                    "allocation_id": None,
-                    "owner_kind": checked.owner_kind,
-                    "owner_name": checked.owner_name,
-                    "owner_uid": checked.owner_uid,
-                    "interface": checked.interface,
-                    "scope": scope.path,
-                    "pool": effective.pool.name,
-                    "pool_id": effective_id,
-                    "state": checked.state,
-                },
-            )
+            _BatchHolder(effective.pool, scope.path, checked)
         )
         if home is not None:
             self._warn(home)

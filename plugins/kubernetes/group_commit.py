@@ -114,12 +114,19 @@ class GroupCommit:
         self.batch_sizes: dict[int, int] = {}
         self._on_batch = on_batch
 
-    def review(self, reviewer: Reviewer, request: AdmissionRequest) -> AdmissionResult:
-        """The review's answer; allowed changes are committed before it returns."""
-        try:
-            return reviewer(request, broker=self._broker(_no_database))
-        except NeedsDatabase:
-            pass
+    def review(
+        self, reviewer: Reviewer, request: AdmissionRequest, *, first_without_database: bool = True
+    ) -> AdmissionResult:
+        """The review's answer; allowed changes are committed before it returns.
+
+        ``first_without_database=False`` skips the first run without a database, for reviews
+        that always need one (a VM review reads what its owner holds before anything else).
+        """
+        if first_without_database:
+            try:
+                return reviewer(request, broker=self._broker(_no_database))
+            except NeedsDatabase:
+                pass
         job = _Job(reviewer, request)
         if request.dry_run:
             with self.database.writer_turn():

@@ -147,16 +147,17 @@ class WebhookApp:
 
     def _review_vm(self, request: AdmissionRequest) -> AdmissionResult:
         _require_namespace(request)
-        return self._in_transaction(review_virtual_machine, request)
+        # A VM CREATE or UPDATE reads what its owner holds first: it always needs the database
+        # (its other operations answer without one, so they keep the first run without it).
+        return self.group_commit.review(
+            review_virtual_machine,
+            request,
+            first_without_database=request.operation not in ("CREATE", "UPDATE"),
+        )
 
     def _review_pod(self, request: AdmissionRequest) -> AdmissionResult:
         _require_namespace(request)
-        return self._in_transaction(review_pod, request)
-
-    def _in_transaction(
-        self, reviewer: Callable[..., AdmissionResult], request: AdmissionRequest
-    ) -> AdmissionResult:
-        return self.group_commit.review(reviewer, request)
+        return self.group_commit.review(review_pod, request)
 
 
 def _require_namespace(request: AdmissionRequest) -> None:
