@@ -1,9 +1,9 @@
 """The :class:`~plugins.kubernetes.broker.MacBroker` over MacPool's allocation services.
 
-One admission review is one write transaction: :func:`review_in_transaction` opens the session
-only when the review first needs the database (a pod without Multus networks never does),
-commits when the object is admitted, and rolls back on refusals and on ``dryRun``. A dry run
-therefore runs every rule for real (locks, duplicates, the next free MAC) and stores nothing.
+A review runs inside a write transaction that :mod:`plugins.kubernetes.group_commit` opens
+(shared by the reviews that arrive together) and commits when the object is admitted; refusals
+and ``dryRun`` roll it back. A dry run therefore runs every rule for real (locks, duplicates,
+the next free MAC) and stores nothing.
 
 Namespaces become ``namespace`` scopes under the cluster scope on first sight and inherit its
 pool; an administrator gives a namespace its own pool by assigning one to that scope.
@@ -12,7 +12,6 @@ pool; an administrator gives a namespace its own pool by assigning one to that s
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -25,16 +24,15 @@ from manager.core.actor import Actor
 from manager.core.actor import Owner as ServiceOwner
 from manager.core.errors import NameInUse, NotFound
 from manager.core.mac import format_mac_int, parse_assignable_mac
-from manager.db import Allocation, Database, Scope
+from manager.db import Allocation, Scope
 from manager.db.prepared import Prepared
 from manager.services import allocate_mac, ensure_path, ensure_scope, get_scope
 from manager.services.allocation_rows import AllocationRequest
 from manager.services.allocations import find_by_identity, release_allocation
 from manager.services.bulk_allocations import AllocationPlan
-from manager.services.index_cache import undo_advances
 from manager.services.scopes import scope_and_pool_id
 from plugins.kubernetes.broker import NicClaim, Owner
-from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
+from plugins.kubernetes.review import AdmissionResult
 from plugins.kubernetes.scoping import namespace_scope_path
 
 #: Who the audit log names for webhook changes.
@@ -144,8 +142,8 @@ class ServiceBroker:
     """Allocation operations of one review, inside the session ``open_session`` provides.
 
     ``open_session`` is called once, on first use. The broker never commits: the caller decides
-    from the review's outcome (see :func:`review_in_transaction`). Brokers of reviews that share
-    one transaction may share ``scopes``, the namespaces resolved in it.
+    from the review's outcome (see :mod:`plugins.kubernetes.group_commit`). Brokers of reviews
+    that share one transaction may share ``scopes``, the namespaces resolved in it.
     """
 
     def __init__(
@@ -324,47 +322,6 @@ class ServiceBroker:
                 release_allocation(self.session, self.actor, found.id)
 
 
-def review_in_transaction(
-    database: Database,
-    reviewer: Reviewer,
-    request: AdmissionRequest,
-    *,
-    cluster_scope: str,
-    wait_time: int,
-    low_threshold: int = 10,
-) -> AdmissionResult:
-    """Run one review in one write transaction: committed only when admitted and not a dry run.
-
-    A refusal rolls back whatever the review did before the refusing step (all-or-nothing).
-    Reviews that never touch the database (most pods) neither open a session nor queue.
-    """
-    with ExitStack() as stack:
-        opened: list[Session] = []
-
-        def open_session() -> Session:
-            stack.enter_context(database.writer_turn())
-            session = stack.enter_context(database.new_session(write=True))
-            session.info["low_threshold"] = low_threshold
-            opened.append(session)
-            return session
-
-        broker = ServiceBroker(open_session, cluster_scope=cluster_scope, wait_time=wait_time)
-        try:
-            result = reviewer(request, broker=broker)
-        except BaseException:
-            for session in opened:
-                undo_advances(session)
-                session.rollback()
-            raise
-        for session in opened:
-            if result.allowed and not request.dry_run:
-                session.commit()
-            else:
-                undo_advances(session)
-                session.rollback()
-        return result
-
-
 __all__ = [
     "WEBHOOK_ACTOR",
     "ClaimPlan",
@@ -372,5 +329,4 @@ __all__ = [
     "cluster_scope_kinds",
     "namespace_scope",
     "plan_claim",
-    "review_in_transaction",
 ]
