@@ -229,7 +229,13 @@ class _Batch:
         self.written = False
 
     def lock(self, pool_ids: set[int]) -> None:
-        """Lock the pools not locked by this batch yet (in id order: no deadlocks)."""
+        """Lock the pools not locked by this batch yet, in id order.
+
+        ``allocate_macs`` locks every pool in one call, so two batches never deadlock. An
+        :class:`AllocationPlan` locks per call, so two plans of different processes can meet
+        in opposite orders: PostgreSQL then aborts one transaction (deadlock detection, after
+        ``deadlock_timeout``), and the group commit runs that batch's reviews again one by one.
+        """
         missing = [pool_id for pool_id in pool_ids if pool_id not in self.pools]
         if not missing:
             return

@@ -246,3 +246,94 @@ def test_a_failed_writer_turn_fails_one_review_and_the_next_ones_go_on(
     assert not thread.is_alive(), "the next review waits for a leader that is gone"
     assert outcome and outcome[0].allowed
     assert group._queue == []
+
+
+def test_two_replicas_locking_pools_in_opposite_orders_both_finish(
+    group: GroupCommit, database: Database
+) -> None:
+    """PostgreSQL, several replicas: a plan locks pools as its reviews come, so two batches can
+    wait on each other. The database aborts one; its reviews run again alone and all succeed."""
+    if database.is_sqlite:
+        pytest.skip("one writer at a time on SQLite: batches never hold pool locks together")
+    from manager.services import assign_pool, create_pool, ensure_path
+
+    with database.session(write=True) as s:
+        ensure_path(s, ACTOR, CLUSTER, kinds=["cluster"])
+        for name, block in (("a", "0a"), ("b", "0e")):
+            pool = create_pool(
+                s,
+                ACTOR,
+                name=f"pool-{name}",
+                ranges=[f"{block}:00:00:00:00:00-{block}:00:00:00:ff:ff"],
+            )
+            namespace = ensure_path(
+                s, ACTOR, f"{CLUSTER}/team-{name}", kinds=["cluster", "namespace"]
+            )
+            assign_pool(s, ACTOR, namespace, pool.id)
+    other = GroupCommit(
+        Database(database.url.render_as_string(hide_password=False)),
+        cluster_scope=CLUSTER,
+        wait_time=300,
+    )
+    both_hold_one = threading.Barrier(2, timeout=10)
+    crossed: set[str] = set()
+
+    runs: list[str] = []
+
+    def crossing(request: AdmissionRequest, *, broker: Any) -> AdmissionResult:
+        broker.session  # noqa: B018 - queue (no run without the database)
+        runs.append(request.name)
+        if request.name.startswith("second") and request.name not in crossed:
+            crossed.add(request.name)  # the redo alone does not wait again
+            both_hold_one.wait()  # each batch holds its first pool's lock now
+        return review_virtual_machine(request, broker=broker)
+
+    def request(name: str, team: str) -> AdmissionRequest:
+        obj = vm(MASQUERADE, [POD_NET], name=name, namespace=f"team-{team}")
+        return parse_review(review_body(obj, gvk=VM_GVK))
+
+    outcomes: dict[str, AdmissionResult] = {}
+    gates = []
+    threads = []
+    for commit, first, second in ((group, "a", "b"), (other, "b", "a")):
+        gate = Gate(f"hold-{first}")
+        gates.append(gate)
+        reviews = [request(f"hold-{first}", first), request(f"first-{first}", first)]
+        reviews.append(request(f"second-{second}", second))
+
+        def run(
+            commit: GroupCommit = commit, gate: Gate = gate, reviews: list[Any] = reviews
+        ) -> None:
+            def one(review: AdmissionRequest) -> None:
+                reviewer = gate if review.name.startswith("hold") else crossing
+                outcomes[review.name] = commit.review(reviewer, review)
+
+            held = threading.Thread(target=one, args=(reviews[0],))
+            held.start()
+            assert gate.entered.wait(10)
+            queued = [threading.Thread(target=one, args=(r,)) for r in reviews[1:]]
+            for thread in queued:
+                thread.start()
+            _wait_for(lambda: len(commit._queue) == 2)
+            gate.opened.set()
+            for thread in (held, *queued):
+                thread.join(30)
+
+        threads.append(threading.Thread(target=run))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive()
+    assert sorted(outcomes) == ["first-a", "first-b", "hold-a", "hold-b", "second-a", "second-b"]
+    # One batch was aborted by the deadlock and its reviews ran again, alone.
+    assert sorted(name for name in set(runs) if runs.count(name) == 2) in (
+        ["first-a", "second-b"],
+        ["first-b", "second-a"],
+    )
+    macs = [_mac_of(result) for result in outcomes.values()]
+    assert len(set(macs)) == 6
+    assert {mac[:2] for name, mac in zip(outcomes, macs, strict=True) if name.endswith("-a")} == {
+        "0a"
+    }
+    other.database.dispose()
