@@ -7,7 +7,8 @@ webhook spent its single writer on overhead. :class:`GroupCommit` lets the revie
 up while one transaction runs go through the next one together:
 
 - a review first runs without a database (:class:`NeedsDatabase` stops it at its first broker
-  call); most pods never need one and never queue;
+  call); most pods never need one and never queue. VM CREATE and UPDATE reviews always read
+  their owner's allocations first, so the server queues them straight away;
 - the others queue. The first thread to find no leader leads: it takes the writer turn, then
   every queued review (those that arrived while it waited included), runs them in one session
   with a shared scope cache, plans their automatic MACs in one
