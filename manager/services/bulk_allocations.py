@@ -248,6 +248,36 @@ class _Batch:
                 pool.low_warned,
             )
 
+    def prepare(
+        self,
+        checked: Sequence[CheckedRequest],
+        targets: Sequence[tuple[Scope, int]],
+        *,
+        unheld: bool = False,
+    ) -> list[int]:
+        """Read what the requests' steps need and lock their pools; the order to step them in.
+
+        Only what this batch does not know yet is read: the existing owner identities (unless
+        ``unheld``: the caller read its owners' allocations itself), where the requested MACs
+        live and whether they are held. Requests naming a MAC come first, so an automatic MAC
+        never takes one that a later request of the batch asks for.
+        """
+        keys: dict[int, set[tuple[str, str, str]]] = {}
+        for c, (scope, _) in zip(checked, targets, strict=True):
+            if (scope.id, c.owner_kind, c.owner_name, c.interface) not in self.priors:
+                keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
+        if keys and not unheld:
+            self.priors.update(_existing(self.conn, keys))
+        requested = sorted({c.requested for c in checked if c.requested is not None})
+        fresh = [mac for mac in requested if mac not in self.homes]
+        self.homes.update(_homes(self.conn, fresh))
+        self.held.update(_held(self.conn, [mac for mac in fresh if mac not in self.held]))
+        self.lock(
+            {eff for _, eff in targets} | {self.homes[m] for m in requested if m in self.homes}
+        )
+        order = [i for i, c in enumerate(checked) if c.requested is not None]
+        return order + [i for i, c in enumerate(checked) if c.requested is None]
+
     def _index(self, state: _PoolState) -> tuple[RangeSet, HeldIndex]:
         if state.index is None:
             state.index = pool_index(self.session, state.pool)
@@ -494,18 +524,8 @@ def _run(
     checked: list[CheckedRequest],
     targets: list[tuple[Scope, int]],
 ) -> list[AllocationResult]:
-    keys: dict[int, set[tuple[str, str, str]]] = {}
-    for c, (scope, _) in zip(checked, targets, strict=True):
-        keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
-    batch.priors = _existing(batch.conn, keys)
-    requested = sorted({c.requested for c in checked if c.requested is not None})
-    batch.homes = _homes(batch.conn, requested)
-    batch.held = _held(batch.conn, requested)
-    batch.lock({eff for _, eff in targets} | set(batch.homes.values()))
-    order = [i for i, c in enumerate(checked) if c.requested is not None]
-    order += [i for i, c in enumerate(checked) if c.requested is None]
     repeats: dict[int, _Prior] = {}
-    for i in order:
+    for i in batch.prepare(checked, targets):
         scope, effective_id = targets[i]
         c = checked[i]
         prior = batch.priors.get((scope.id, c.owner_kind, c.owner_name, c.interface))
@@ -578,22 +598,7 @@ class AllocationPlan:
         batch = self._batch
         if batch is None:
             batch = self._batch = _Batch(self.session, self.actor, connection(self.session))
-        keys: dict[int, set[tuple[str, str, str]]] = {}
-        for c, (scope, _) in zip(checked, targets, strict=True):
-            if (scope.id, c.owner_kind, c.owner_name, c.interface) not in batch.priors:
-                keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
-        if keys and not unheld:
-            batch.priors.update(_existing(batch.conn, keys))
-        requested = sorted({c.requested for c in checked if c.requested is not None})
-        fresh = [mac for mac in requested if mac not in batch.homes]
-        batch.homes.update(_homes(batch.conn, fresh))
-        batch.held.update(_held(batch.conn, [mac for mac in fresh if mac not in batch.held]))
-        batch.lock(
-            {eff for _, eff in targets} | {batch.homes[m] for m in requested if m in batch.homes}
-        )
-        order = [i for i, c in enumerate(checked) if c.requested is not None]
-        order += [i for i, c in enumerate(checked) if c.requested is None]
-        for i in order:
+        for i in batch.prepare(checked, targets, unheld=unheld):
             scope, effective_id = targets[i]
             batch.step(len(batch.rows), checked[i], scope, effective_id)
         macs = []
