@@ -111,8 +111,7 @@ class GroupCommit:
         self._lock = threading.Lock()
         self._queue: list[_Job] = []
         self._leading = False
-        #: Sizes of the batches run: batch size → how many; ``on_batch`` hears each one.
-        self.batch_sizes: dict[int, int] = {}
+        #: Hears the size of every batch (the webhook's metrics).
         self._on_batch = on_batch
 
     def review(
@@ -204,7 +203,6 @@ class GroupCommit:
 
     def _run(self, batch: list[_Job]) -> None:
         """Run a batch in one transaction; alone, one by one, if any review is not admitted."""
-        self.batch_sizes[len(batch)] = self.batch_sizes.get(len(batch), 0) + 1
         if self._on_batch is not None:
             self._on_batch(len(batch))
         if len(batch) > 1 and self._transact(batch):
