@@ -64,28 +64,6 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-class _WriterQueue:
-    """One process's place in the queue of writers to a SQLite file."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lock = threading.RLock()  # re-entrant: a nested write session fails loudly, not hangs
-        self._fd: int | None = None
-
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        with self.lock:
-            if self._fd is None:
-                # One file description per process: an flock belongs to the description, so
-                # forked children must not reuse it (see _forget_queues_after_fork).
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-
 class _Checkpointer:
     """Copies one database's WAL back into the file from a thread, every CHECKPOINT_INTERVAL.
 
@@ -137,8 +115,31 @@ class _Checkpointer:
             conn.close()
 
 
+class _WriterQueue:
+    """One process's place in the queue of writers to a SQLite file, and its checkpointer."""
+
+    def __init__(self, database_path: str) -> None:
+        self.path = database_path + ".write-lock"
+        self.lock = threading.RLock()  # re-entrant: a nested write session fails loudly, not hangs
+        self._fd: int | None = None
+        self.checkpointer = _Checkpointer(database_path)
+
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        self.checkpointer.ensure_running()
+        with self.lock:
+            if self._fd is None:
+                # One file description per process: an flock belongs to the description, so
+                # forked children must not reuse it (see _forget_queues_after_fork).
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+
 _queues: dict[str, _WriterQueue] = {}
-_checkpointers: dict[str, _Checkpointer] = {}
 _queues_lock = threading.Lock()
 
 
@@ -146,8 +147,9 @@ def _forget_queues_after_fork() -> None:
     """A forked child (a gunicorn worker) starts with its own, empty writer queues.
 
     The parent's queues hold lock-file descriptors whose ``flock`` the child would share (so
-    two workers would both "hold" it and fall back on SQLite's sleeping busy handler), and
-    thread locks that another parent thread may have held at the fork.
+    two workers would both "hold" it and fall back on SQLite's sleeping busy handler), thread
+    locks that another parent thread may have held at the fork, and checkpoint threads that do
+    not exist in the child.
     """
     global _queues_lock
     for queue in _queues.values():
@@ -155,7 +157,6 @@ def _forget_queues_after_fork() -> None:
             # Closing the child's copy leaves the parent's lock alone (no LOCK_UN).
             os.close(queue._fd)
     _queues.clear()
-    _checkpointers.clear()  # the parent's threads do not exist in the child
     _queues_lock = threading.Lock()
 
 
@@ -201,10 +202,7 @@ class Database:
         with _queues_lock:
             queue = _queues.get(path)
             if queue is None:
-                queue = _queues[path] = _WriterQueue(path + ".write-lock")
-                _checkpointers[path] = _Checkpointer(path)
-            checkpointer = _checkpointers[path]
-        checkpointer.ensure_running()
+                queue = _queues[path] = _WriterQueue(path)
         return queue.turn()
 
     @contextmanager

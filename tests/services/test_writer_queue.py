@@ -147,7 +147,7 @@ def test_the_checkpoint_thread_ends_when_idle_and_returns_with_writes(
     path = tmp_path / "macpool.db"
     database = Database(f"sqlite:///{path}")
     _writes(database, 1)
-    checkpointer = session_module._checkpointers[str(path)]
+    checkpointer = session_module._queues[str(path)].checkpointer
     assert checkpointer.running
     deadline = time.monotonic() + 10
     while checkpointer.running:
