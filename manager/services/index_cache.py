@@ -149,8 +149,9 @@ def advance_index(
 
     ``base`` is the pool's (revision, token) before the change; the index moves only if it was
     current at exactly that point. ``macs`` were free before this transaction (a caller that
-    planned them may have added them to the index already). Call it under the pool's row lock (as the change itself is
-    made), so no other thread reads the entry meanwhile. If the transaction rolls back instead,
+    planned them may have added them to the index already). Call it under the pool's row lock
+    (as the change itself is made), so no other thread reads the entry meanwhile. If the
+    transaction rolls back instead,
     the pool row keeps the old (revision, token): :func:`undo_advances` called before the
     rollback moves the entry back, otherwise its next user reloads it.
     """

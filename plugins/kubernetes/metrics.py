@@ -3,8 +3,9 @@
 - ``macpool_webhook_admissions_total{resource,result}``,
   ``macpool_webhook_admission_duration_seconds{resource}`` and
   ``macpool_webhook_transaction_reviews`` (reviews per write transaction: group commit's batch
-  sizes): MacPool's own admission metrics, counted in every webhook worker. The webhook runs several gunicorn worker processes, so these
-  use prometheus_client's multiprocess mode (one directory per webhook process, wiped at start).
+  sizes): MacPool's own admission metrics, counted in every webhook worker. The webhook runs
+  several gunicorn worker processes, so these use prometheus_client's multiprocess mode (one
+  directory per webhook process, wiped at start).
 - ``kubevirt_kmp_duplicate_macs`` and ``kmp_mac_collisions{mac}``: KubeMacPool's collision
   metrics, computed from the database at scrape time so every replica reports the same truth.
   ``kubevirt_kmp_duplicate_macs`` counts, as KubeMacPool's start-up count did, the holders beyond

@@ -81,9 +81,6 @@ class WebhookApp:
         metrics: AdmissionMetrics | None = None,
     ) -> None:
         self.database = database
-        self.cluster_scope = cluster_scope
-        self.wait_time = wait_time
-        self.low_threshold = low_threshold
         self.metrics = metrics or AdmissionMetrics()
         #: Reviews arriving together share a write transaction (see group_commit).
         self.group_commit = GroupCommit(

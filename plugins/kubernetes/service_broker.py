@@ -167,7 +167,7 @@ class ServiceBroker:
         self._scopes: dict[str, tuple[Scope, int]] = {} if scopes is None else scopes
         #: Group commit: automatic MACs of new interfaces are planned here and written with
         #: the batch; anything else writes the plan first and runs at once.
-        self._plan = plan
+        self._batch_plan = plan
         self._held: dict[tuple[int, str, str], list[tuple[int, str, int]]] = {}
 
     @property
@@ -205,8 +205,9 @@ class ServiceBroker:
         """(id, interface, MAC) of the owner's allocations; read once per review and owner."""
         key = (scope.id, owner.kind, owner.name)
         rows = self._held.pop(key, None)
-        if self._plan is not None and self._plan.holds(*key):
-            self._plan.write()  # this owner has planned allocations: read them from the table
+        if self._batch_plan is not None and self._batch_plan.holds(*key):
+            # This owner has planned allocations: write them, then read them from the table.
+            self._batch_plan.write()
             rows = None
         if rows is None:
             params = {"scope_id": scope.id, "owner_kind": owner.kind, "owner_name": owner.name}
@@ -246,10 +247,10 @@ class ServiceBroker:
         scope, pool_id = resolved
         held = {interface: (id_, mac) for id_, interface, mac in self._allocations(scope, owner)}
         plan = plan_claim(held, claims)
-        if self._plan is not None:
+        if self._batch_plan is not None:
             if not plan.release and all(claim.mac is None for claim in plan.new):
                 return self._planned(scope, pool_id, owner, claims, plan, transaction)
-            self._plan.write()
+            self._batch_plan.write()
         for allocation_id in plan.release:
             release_allocation(self.session, self.actor, allocation_id, reason="moved")
         service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
@@ -280,7 +281,7 @@ class ServiceBroker:
         transaction: str | None,
     ) -> dict[str, str]:
         """:meth:`claim` when every new interface takes the next free MAC: planned, not written."""
-        assert self._plan is not None
+        assert self._batch_plan is not None
         service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
         requests = [
             AllocationRequest(
@@ -294,7 +295,7 @@ class ServiceBroker:
         ]
         # The owner's allocations were read in this transaction (_allocations): the new
         # interfaces hold nothing in the table.
-        macs = self._plan.allocate(
+        macs = self._batch_plan.allocate(
             requests, [(scope, pool_id)] * len(requests), now=self.now, unheld=True
         )
         result = dict(plan.keep)
@@ -307,8 +308,8 @@ class ServiceBroker:
         resolved = self._scope(owner.namespace, create=False)
         if resolved is None:
             return
-        if self._plan is not None:
-            self._plan.write()
+        if self._batch_plan is not None:
+            self._batch_plan.write()
         scope = resolved[0]
         for interface in interfaces:
             found = find_by_identity(
