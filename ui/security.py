@@ -8,8 +8,6 @@ view cannot forget a check.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -145,65 +143,9 @@ def template_globals() -> dict[str, Any]:
     }
 
 
-class LoginThrottle:
-    """Refuse logins after repeated failures for one username or one client address.
-
-    In-process only: with several replicas an attacker gets a few more tries, which the
-    scrypt cost and the failure delay still keep slow.
-    """
-
-    def __init__(
-        self, *, max_failures: int = 5, window: float = 300.0, max_keys: int = 10_000
-    ) -> None:
-        self.max_failures = max_failures
-        self.window = window
-        #: Usernames and addresses tracked at most: failures with ever new names cannot grow
-        #: the table without bound (past it, expired entries go, then the oldest).
-        self.max_keys = max_keys
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> list[float]:
-        kept = [t for t in self._failures.get(key, []) if now - t < self.window]
-        if kept:
-            self._failures[key] = kept
-        else:
-            self._failures.pop(key, None)
-        return kept
-
-    def blocked(self, keys: list[str]) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return any(len(self._recent(k, now)) >= self.max_failures for k in keys)
-
-    def failed(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for key in keys:
-                self._recent(key, now)
-                self._failures.setdefault(key, []).append(now)
-            if len(self._failures) > self.max_keys:
-                self._shrink(now)
-
-    def _shrink(self, now: float) -> None:
-        for key in list(self._failures):
-            self._recent(key, now)
-        excess = len(self._failures) - self.max_keys
-        if excess > 0:  # still full of live entries: forget those whose last failure is oldest
-            oldest = sorted(self._failures, key=lambda k: self._failures[k][-1])[:excess]
-            for key in oldest:
-                del self._failures[key]
-
-    def succeeded(self, keys: list[str]) -> None:
-        with self._lock:
-            for key in keys:
-                self._failures.pop(key, None)
-
-
 __all__ = [
     "CSRF_FIELD",
     "CurrentUser",
-    "LoginThrottle",
     "current_user",
     "guard_request",
     "log_in",

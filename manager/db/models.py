@@ -234,12 +234,30 @@ class ApiToken(Base):
     )
 
 
+class LoginFailure(Base):
+    """A failed UI login, seen by the login throttle of every worker and replica.
+
+    ``key`` is a keyed digest of what is throttled (a username or a client address), never the
+    text itself: people type passwords into the username field. Rows older than the throttle's
+    window are deleted as new failures come in.
+    """
+
+    __tablename__ = "login_failures"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))
+    failed_at: Mapped[datetime] = mapped_column(index=True)
+
+    __table_args__ = (Index("ix_login_failures_key_failed_at", "key", "failed_at"),)
+
+
 __all__ = [
     "Allocation",
     "ApiToken",
     "AuditEvent",
     "ClusterState",
     "HeldMac",
+    "LoginFailure",
     "Pool",
     "PoolChange",
     "PoolRange",

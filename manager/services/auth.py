@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
 from manager.core.errors import InvalidInput, NameInUse, NotFound
-from manager.db import ApiToken, User
+from manager.db import ApiToken, LoginFailure, User
 from manager.services.audit import record_event
 
 ROLES = ("viewer", "operator", "admin")
@@ -127,6 +128,54 @@ def authenticate_user(session: Session, username: str, password: str) -> User | 
     return user
 
 
+@dataclass(frozen=True)
+class LoginThrottle:
+    """Refuses logins after repeated failures for one username or one client address.
+
+    Failures are rows in the database, so every worker process and every replica counts the
+    same ones: an attacker gets ``max_failures`` tries per window, not that many per process.
+    A throttled thing is stored only as an HMAC digest under ``secret`` (usernames that were
+    typed wrongly are often passwords). Each failure deletes the rows that left the window,
+    so the table holds at most one window's failures.
+    """
+
+    secret: bytes
+    max_failures: int = 5
+    window: timedelta = timedelta(minutes=5)
+
+    def keys(self, username: str, address: str | None) -> list[str]:
+        """The digests a login attempt is counted under: its username and its address."""
+        return [self._digest(f"user:{username.lower()}"), self._digest(f"addr:{address or '-'}")]
+
+    def _digest(self, text: str) -> str:
+        return hmac.new(self.secret, text.encode(), hashlib.sha256).hexdigest()
+
+    def recent_failures(
+        self, session: Session, keys: list[str], *, now: datetime | None = None
+    ) -> int:
+        """The most failures any of ``keys`` had within the window."""
+        since = (now or datetime.now(UTC)) - self.window
+        counts = session.execute(
+            select(func.count())
+            .where(LoginFailure.key.in_(keys), LoginFailure.failed_at > since)
+            .group_by(LoginFailure.key)
+        ).scalars()
+        return max(counts, default=0)
+
+    def blocked(self, session: Session, keys: list[str], *, now: datetime | None = None) -> bool:
+        return self.recent_failures(session, keys, now=now) >= self.max_failures
+
+    def failed(self, session: Session, keys: list[str], *, now: datetime | None = None) -> None:
+        """Count one failed attempt under each key (and forget failures past the window)."""
+        now = now or datetime.now(UTC)
+        session.execute(delete(LoginFailure).where(LoginFailure.failed_at <= now - self.window))
+        session.add_all(LoginFailure(key=key, failed_at=now) for key in keys)
+
+    def succeeded(self, session: Session, keys: list[str]) -> None:
+        """A successful login forgets the failures counted under its keys."""
+        session.execute(delete(LoginFailure).where(LoginFailure.key.in_(keys)))
+
+
 def ensure_admin_user(session: Session, actor: Actor) -> str | None:
     """Create the ``admin`` account on first start; returns its generated password once."""
     if session.scalars(select(User).limit(1)).first() is not None:
@@ -205,6 +254,7 @@ _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 __all__ = [
     "ROLES",
+    "LoginThrottle",
     "authenticate_user",
     "check_role",
     "create_token",

@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from manager.app import create_app
 from manager.db import Database
 from tests.ui.conftest import (
     CSRF_RE,
@@ -18,7 +19,6 @@ from tests.ui.conftest import (
     make_app,
     post,
 )
-from ui.security import LoginThrottle
 
 #: Every POST route of the UI with the least role it needs (a test checks the list is complete).
 POST_ROUTES = {
@@ -201,21 +201,34 @@ def test_admin_sees_edit_controls(admin: FlaskClient) -> None:
     assert "Reserve a MAC" in admin.get("/allocations").get_data(as_text=True)
 
 
-def test_throttle_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Failures under ever new usernames cannot grow the table without bound; expired entries
-    go first, then the ones whose last failure is oldest; recent failures still count."""
-    clock = [1000.0]
-    monkeypatch.setattr("ui.security.time.monotonic", lambda: clock[0])
-    throttle = LoginThrottle(max_failures=2, window=60.0, max_keys=3)
-    throttle.failed(["user:old"])
-    clock[0] += 61  # user:old has expired
-    throttle.failed(["user:hot"])
-    throttle.failed(["user:hot"])
-    for name in ("a", "b", "c"):
-        clock[0] += 1
-        throttle.failed([f"user:{name}"])
-    # At b the table overflowed and the expired user:old went; at c, user:hot (oldest).
-    assert set(throttle._failures) == {"user:a", "user:b", "user:c"}
-    assert throttle.blocked(["user:hot"]) is False
-    throttle.failed(["user:c"])
-    assert throttle.blocked(["user:c"]) is True
+def test_the_throttle_is_shared_by_every_worker(
+    app: Flask, database: Database, tmp_path: Path, client: FlaskClient
+) -> None:
+    """Failures counted by one app (one worker, or one replica) block logins on another app on
+    the same database, and a success there clears them."""
+    for _ in range(5):
+        assert login(client, "operator", "nope nope").status_code == 401
+    # A second app on the same database, as another worker process or replica would be.
+    other = create_app(
+        {"database_url": str(database.url), "data_dir": str(tmp_path), "plugins": ""},
+        database=database,
+    )
+    other.config.update(SECRET_KEY=app.config["SECRET_KEY"], MACPOOL_UI_LOGIN_DELAY=0)
+    with other.test_client() as second:
+        refused = login(second, "operator", PASSWORD)
+        assert refused.status_code == 429
+        assert "Too many failed logins" in refused.get_data(as_text=True)
+        # From another address: the username is still blocked, other accounts are not.
+        second.environ_base["REMOTE_ADDR"] = "192.0.2.9"
+        assert login(second, "operator", PASSWORD).status_code == 429
+        assert login(second, "viewer", PASSWORD).status_code == 302
+
+
+def test_a_success_clears_the_failures(client: FlaskClient) -> None:
+    for _ in range(4):
+        assert login(client, "operator", "nope nope").status_code == 401
+    assert login(client, "operator", PASSWORD).status_code == 302
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/")})
+    for _ in range(4):
+        assert login(client, "operator", "nope nope").status_code == 401
+    assert login(client, "operator", PASSWORD).status_code == 302

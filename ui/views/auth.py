@@ -8,11 +8,11 @@ from urllib.parse import urlsplit
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from manager.services.auth import authenticate_user
+from manager.services.auth import LoginThrottle, authenticate_user
 from manager.web import unit_of_work
 from ui.blueprint import bp
 from ui.forms import FORM, FormState, text_field
-from ui.security import LoginThrottle, current_user, log_in, log_out, public, requires
+from ui.security import current_user, log_in, log_out, public, requires
 
 THROTTLE_KEY = "macpool.ui_login_throttle"
 #: Seconds added to every failed login; tests set MACPOOL_UI_LOGIN_DELAY to 0.
@@ -22,9 +22,11 @@ BLOCKED = "Too many failed logins; wait a few minutes and try again."
 
 
 def _throttle() -> LoginThrottle:
+    """The app's login throttle; its failures live in the database, shared by all workers."""
     found: LoginThrottle | None = current_app.extensions.get(THROTTLE_KEY)
     if found is None:
-        found = current_app.extensions[THROTTLE_KEY] = LoginThrottle()
+        secret = str(current_app.config["SECRET_KEY"]).encode()
+        found = current_app.extensions[THROTTLE_KEY] = LoginThrottle(secret)
     return found
 
 
@@ -49,21 +51,26 @@ def login() -> ResponseReturnValue:
         return render_template("ui/login.html", form=FormState(), next=next_url)
     username = text_field("username")[:150]
     password = request.form.get("password", "")[:1024]
-    keys = [f"user:{username.lower()}", f"addr:{request.remote_addr}"]
+    throttle = _throttle()
+    keys = throttle.keys(username, request.remote_addr)
     form = FormState(values={"username": username})
-    if _throttle().blocked(keys):
-        form.errors[FORM] = BLOCKED
-        return render_template("ui/login.html", form=form, next=next_url), 429
     with unit_of_work() as db:
+        failures = throttle.recent_failures(db, keys)
+        if failures >= throttle.max_failures:
+            form.errors[FORM] = BLOCKED
+            return render_template("ui/login.html", form=form, next=next_url), 429
         user = authenticate_user(db, username, password)
         if user is not None:
             log_in(user)
     if user is None:
-        _throttle().failed(keys)
+        with unit_of_work(write=True) as db:
+            throttle.failed(db, keys)
         time.sleep(float(current_app.config.get("MACPOOL_UI_LOGIN_DELAY", DEFAULT_FAILURE_DELAY)))
         form.errors[FORM] = FAILED
         return render_template("ui/login.html", form=form, next=next_url), 401
-    _throttle().succeeded(keys)
+    if failures:
+        with unit_of_work(write=True) as db:
+            throttle.succeeded(db, keys)
     return redirect(_safe_next(next_url))
 
 
