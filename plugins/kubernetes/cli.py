@@ -33,6 +33,13 @@ def k8s() -> None:
 @click.option("--database-secret", default="macpool-database", show_default=True)
 @click.option("--database-secret-key", default="url", show_default=True)
 @click.option(
+    "--session-key-secret",
+    default="macpool-database",
+    show_default=True,
+    help="Secret holding the UI session signing key that every replica shares.",
+)
+@click.option("--session-key-secret-key", default="session-key", show_default=True)
+@click.option(
     "--ca-bundle",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="PEM file the serving certificate chains to (external certificates only).",
@@ -56,6 +63,8 @@ def manifests(
     pod_mode: str,
     database_secret: str,
     database_secret_key: str,
+    session_key_secret: str,
+    session_key_secret_key: str,
     ca_bundle: Path | None,
     service: str,
     cluster_scope: str,
@@ -78,6 +87,8 @@ def manifests(
             pod_mode=parse_opt_mode(pod_mode),
             database_secret=database_secret,
             database_secret_key=database_secret_key,
+            session_key_secret=session_key_secret,
+            session_key_secret_key=session_key_secret_key,
             ca_bundle=ca_bundle.read_bytes() if ca_bundle else None,
             service=service,
             cluster_scope=cluster_scope,

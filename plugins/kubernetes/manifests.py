@@ -33,6 +33,8 @@ def render_manifests(
     pod_mode: OptMode = "opt-in",
     database_secret: str = "macpool-database",  # noqa: S107 - a Secret name, not a secret
     database_secret_key: str = "url",  # noqa: S107 - a key name
+    session_key_secret: str = "macpool-database",  # noqa: S107 - a Secret name
+    session_key_secret_key: str = "session-key",  # noqa: S107 - a key name
     ca_bundle: bytes | None = None,
     service: str = "macpool-webhook",
     cluster_scope: str = "/kubernetes",
@@ -44,6 +46,10 @@ def render_manifests(
 
     ``ca_bundle`` is the PEM the webhook's serving certificate chains to; leave it ``None`` when
     MacPool generates its own CA (it then patches ``caBundle`` itself at start).
+
+    Every replica reads ``MACPOOL_SECRET_KEY`` from the ``session_key_secret`` Secret: the UI's
+    session cookies and the login throttle must mean the same on all of them (a key generated
+    into each pod's own data directory would log users out whenever the Service switched pods).
     """
     if replicas < 1:
         raise ValueError("replicas must be at least 1")
@@ -65,6 +71,8 @@ def render_manifests(
                 pod_mode=pod_mode,
                 database_secret=database_secret,
                 database_secret_key=database_secret_key,
+                session_key_secret=session_key_secret,
+                session_key_secret_key=session_key_secret_key,
                 service=service,
                 cluster_scope=cluster_scope,
                 wait_time=wait_time,
@@ -164,6 +172,8 @@ def _environment(
     pod_mode: OptMode,
     database_secret: str,
     database_secret_key: str,
+    session_key_secret: str,
+    session_key_secret_key: str,
     service: str,
     cluster_scope: str,
     wait_time: int,
@@ -186,6 +196,12 @@ def _environment(
         {
             "name": "MACPOOL_DATABASE_URL",
             "valueFrom": {"secretKeyRef": {"name": database_secret, "key": database_secret_key}},
+        },
+        {
+            "name": "MACPOOL_SECRET_KEY",
+            "valueFrom": {
+                "secretKeyRef": {"name": session_key_secret, "key": session_key_secret_key}
+            },
         },
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -71,6 +71,11 @@ def test_deployment(manifests: list[dict[str, Any]]) -> None:
         "name": "macpool-database",
         "key": "url",
     }
+    # Every replica signs UI sessions with the same key, from the same Secret.
+    assert env["MACPOOL_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "macpool-database",
+        "key": "session-key",
+    }
     assert env["MACPOOL_PLUGINS"]["value"] == "kubernetes"
     assert env["MACPOOL_WEBHOOK_BIND"]["value"] == "0.0.0.0:8443"
     assert env["MACPOOL_K8S_WAIT_TIME"]["value"] == "300"

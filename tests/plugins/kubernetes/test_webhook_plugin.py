@@ -128,6 +128,22 @@ def test_manifests_json_lists_every_object_with_the_chosen_modes() -> None:
     assert all("caBundle" not in w["clientConfig"] for w in config["webhooks"])
 
 
+def test_manifests_take_the_secrets_named_on_the_command_line() -> None:
+    result = _invoke(
+        ["k8s", "manifests", "--image", "img", "-o", "json",
+         "--database-secret", "db", "--database-secret-key", "dsn",
+         "--session-key-secret", "ui", "--session-key-secret-key", "signing"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    deployment = next(i for i in json.loads(result.output)["items"] if i["kind"] == "Deployment")
+    env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MACPOOL_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "db", "key": "dsn"}
+    assert env["MACPOOL_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "ui",
+        "key": "signing",
+    }
+
+
 def test_manifests_yaml_with_ca_bundle(tmp_path: Path) -> None:
     yaml = pytest.importorskip("yaml")
     bundle = create_certificates(
