@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -22,6 +23,24 @@ HTTP_PORT: Final = 8080
 WEBHOOK_PORT: Final = 8443
 
 Manifest = dict[str, Any]
+
+#: RFC 1123 label (Namespace and Service names), subdomain (Secret names), and Secret data keys,
+#: as the API server validates them.
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+
+def _check_name(what: str, value: str, pattern: re.Pattern[str], rule: str) -> None:
+    if not pattern.fullmatch(value):
+        raise ValueError(f"{what} {value!r} is not valid in Kubernetes: {rule}")
+
+
+_LABEL_RULE = "up to 63 lower-case letters, digits and '-', starting and ending alphanumeric"
+_SUBDOMAIN_RULE = "lower-case letters, digits, '-' and '.', up to 253, alphanumeric at each end"
+_KEY_RULE = "1 to 253 letters, digits, '-', '_' or '.'"
 
 
 def render_manifests(
@@ -53,6 +72,14 @@ def render_manifests(
     """
     if replicas < 1:
         raise ValueError("replicas must be at least 1")
+    _check_name("namespace", namespace, _LABEL, _LABEL_RULE)
+    _check_name("service", service, _LABEL, _LABEL_RULE)
+    for secret, key in (
+        (database_secret, database_secret_key),
+        (session_key_secret, session_key_secret_key),
+    ):
+        _check_name("Secret name", secret, _SUBDOMAIN, _SUBDOMAIN_RULE)
+        _check_name("Secret key", key, _SECRET_KEY, _KEY_RULE)
     if not 1 <= timeout_seconds <= 30:
         raise ValueError("timeout_seconds must be between 1 and 30 (the API server's limit)")
     labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": "manager"}

@@ -181,6 +181,22 @@ def test_manifests_need_an_image() -> None:
     assert result.exit_code == 2 and "--image" in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--namespace", "Bad_NS"], "namespace 'Bad_NS'"),
+        (["--service", "x" * 64], "service"),
+        (["--database-secret", ""], "Secret name ''"),
+        (["--session-key-secret", "Bad_Name"], "Secret name 'Bad_Name'"),
+        (["--session-key-secret-key", "a key"], "Secret key 'a key'"),
+    ],
+)
+def test_manifests_refuse_names_kubernetes_would_refuse(args: list[str], named: str) -> None:
+    result = CliRunner().invoke(main, ["k8s", "manifests", "--image", "img", *args])
+    assert result.exit_code == 2 and named in result.output, result.output
+    assert "not valid in Kubernetes" in result.output
+
+
 def test_manifests_refuse_a_relative_cluster_scope() -> None:
     result = CliRunner().invoke(
         main, ["k8s", "manifests", "--image", "img", "--cluster-scope", "kubernetes"]
