@@ -43,6 +43,10 @@ class Pool(Base):
     cursor: Mapped[int | None] = mapped_column(nullable=True)
     #: Held MACs inside this pool's ranges, kept in step with ``held_macs``.
     held_count: Mapped[int] = mapped_column(default=0)
+    #: Distinct MACs held by this pool's allocations outside its ranges, and distinct MACs of
+    #: its allocations that another allocation holds too (see manager.services.pool_counters).
+    external_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
+    duplicate_count: Mapped[int] = mapped_column(default=0, server_default=text("0"))
     #: Change counter and random token of the last change; processes validate their cached
     #: allocator index against these (see manager.services.index_cache).
     revision: Mapped[int] = mapped_column(default=0)

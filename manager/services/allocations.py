@@ -61,6 +61,7 @@ from manager.services.audit import record_event
 from manager.services.bulk_allocations import allocate_macs
 from manager.services.common import Page, check_id, check_paging, lock_pools
 from manager.services.index_cache import advance_index, pool_index, record_change
+from manager.services.pool_counters import NONE, Shares, apply_changes, mac_shares, single_holder
 from manager.services.pools import containing_pool
 from manager.services.scopes import ScopeRef, get_scope, scope_and_pool_id
 
@@ -123,6 +124,14 @@ def allocate_mac(
     else:
         target, effective_id = scope_and_pool_id(session, scope)
     conn = connection(session)
+    # Lock the pools before looking for the owner identity: a concurrent identical request
+    # (a retry) holds the same lock, so once it is ours its allocation is visible and this
+    # one answers with it instead of failing on the identity's unique constraint.
+    value = checked.requested
+    home_id = None if value is None else containing_pool_ids(conn, [value]).get(value)
+    locked = lock_pools(
+        session, [effective_id] + ([home_id] if home_id is not None else []), load_ranges=False
+    )
     existing_id = identity_id(conn, scope_id=target.id, checked=checked)
     if existing_id is not None:
         existing = session.get(Allocation, existing_id)
@@ -139,12 +148,15 @@ def allocate_mac(
 
     moment = datetime.now(UTC)
     home: Pool | None
-    if checked.requested is None:
-        value, effective, size = _take_next(session, conn, effective_id)
+    effective = locked[effective_id]
+    #: What the MAC counted for in the pools' statistics before; None: held by nobody.
+    shares: Shares | None = None
+    if value is None:
+        value, size = _take_next(session, conn, effective)
         home, in_range = effective, True
     else:
-        value, effective, home, size, in_range = _take_requested(
-            session, conn, effective_id, checked.requested
+        home, size, in_range, shares = _take_requested(
+            session, conn, effective, locked.get(home_id) if home_id is not None else None, value
         )
     row = allocation_row(
         checked,
@@ -156,6 +168,13 @@ def allocate_mac(
         now=moment,
     )
     [row["id"]] = insert_allocations(conn, [row])
+    if checked.requested is not None:
+        after = (
+            single_holder(effective.id, home_id)
+            if shares is None
+            else mac_shares(conn, value, home_id)
+        )
+        apply_changes(session, [(shares or NONE, after)])
     allocation = persistent_allocation(session, row, scope=target, pool=effective)
     events = [
         audit_row(
@@ -196,9 +215,8 @@ def _created_details(
     }
 
 
-def _take_next(session: Session, conn: Connection, pool_id: int) -> tuple[int, Pool, int]:
-    """The next free MAC of the pool (locked), taken; returns (mac, pool, size of the pool)."""
-    pool = lock_pools(session, [pool_id], load_ranges=False)[pool_id]
+def _take_next(session: Session, conn: Connection, pool: Pool) -> tuple[int, int]:
+    """The next free MAC of the locked pool, taken; returns (mac, size of the pool)."""
     ranges, index = pool_index(session, pool)
     value = next_free_mac(ranges, index, pool.cursor)
     if value is None:
@@ -209,7 +227,7 @@ def _take_next(session: Session, conn: Connection, pool_id: int) -> tuple[int, P
         )
     insert_held(conn, [value])
     _hold_in_pool(session, conn, pool, [value])
-    return value, pool, ranges.size
+    return value, ranges.size
 
 
 def _hold_in_pool(session: Session, conn: Connection, pool: Pool, macs: list[int]) -> None:
@@ -220,32 +238,26 @@ def _hold_in_pool(session: Session, conn: Connection, pool: Pool, macs: list[int
 
 
 def _take_requested(
-    session: Session, conn: Connection, effective_id: int, value: int
-) -> tuple[int, Pool, Pool | None, int, bool]:
-    """Take a requested MAC.
+    session: Session, conn: Connection, effective: Pool, home: Pool | None, value: int
+) -> tuple[Pool | None, int, bool, Shares | None]:
+    """Take a requested MAC; ``home`` is the locked pool whose range contains it, if any.
 
-    Returns (mac, effective pool, the pool whose held MACs changed (None when the MAC was held
-    already or lies in no pool's range), that pool's size, whether the MAC is in the effective
-    pool's ranges).
+    Returns (the pool whose held MACs changed (None when the MAC was held already or lies in
+    no pool's range), that pool's size, whether the MAC is in the effective pool's ranges,
+    what the MAC counted for in the pools' statistics when it was held already (else None)).
     """
-    home_id = containing_pool_ids(conn, [value]).get(value)
-    locked = lock_pools(
-        session, [effective_id] + ([home_id] if home_id is not None else []), load_ranges=False
-    )
-    effective = locked[effective_id]
-    home = locked[home_id] if home_id is not None else None
     in_range = home is not None and home.id == effective.id
     # Held already (and still held once its row is locked against a concurrent release)?
     if not insert_held_if_free(conn, value) and (
         lock_held(conn, value) or not insert_held_if_free(conn, value)
     ):
         _check_duplicate(session, effective, value)
-        return value, effective, None, 0, in_range
+        return None, 0, in_range, mac_shares(conn, value, None if home is None else home.id)
     if home is None:
-        return value, effective, None, 0, in_range
+        return None, 0, in_range, None
     ranges, _ = pool_index(session, home)
     _hold_in_pool(session, conn, home, [value])
-    return value, effective, home, ranges.size, in_range
+    return home, ranges.size, in_range, None
 
 
 def _check_duplicate(session: Session, effective: Pool, value: int) -> None:
@@ -298,10 +310,14 @@ def release_allocation(
     home = containing_pool(session, value)
     locked = lock_pools(session, [home.id]) if home else {}
     session.scalars(select(HeldMac).where(HeldMac.mac == value).with_for_update()).first()
+    home_id = None if home is None else home.id
+    before = mac_shares(session.connection(), value, home_id)
     released = describe_holder(allocation)
     session.delete(allocation)
     session.flush()
     remaining = session.scalar(select(func.count()).where(Allocation.mac == value)) or 0
+    after = mac_shares(session.connection(), value, home_id) if remaining else NONE
+    apply_changes(session, [(before, after)])
     if remaining == 0:
         held = session.get(HeldMac, value)
         if held is not None:

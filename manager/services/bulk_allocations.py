@@ -52,6 +52,7 @@ from manager.services.allocation_rows import (
 )
 from manager.services.common import lock_pools
 from manager.services.index_cache import advance_index, pool_index
+from manager.services.pool_counters import NONE, apply_changes, shares_of, single_holder
 from manager.services.scopes import scopes_and_pool_ids
 
 #: Values per ``IN (...)`` list: below every backend's bound-parameter limit.
@@ -223,6 +224,10 @@ class _Batch:
         self.db_holders: dict[int, list[Allocation]] = {}
         self.batch_holders: dict[int, list[_BatchHolder]] = {}
         self.new_held: list[int] = []
+        #: Requested MACs held already (by the database or this batch), and (effective pool,
+        #: MAC) of newly held requested ones: what the pools' statistics counters must follow.
+        self.shared: set[int] = set()
+        self.fresh: list[tuple[int, int]] = []
         self.rows: list[tuple[int, dict[str, Any], Scope, Pool]] = []
         self.events: list[dict[str, Any]] = []
         self.now = datetime.now(UTC)
@@ -262,19 +267,22 @@ class _Batch:
         live and whether they are held. Requests naming a MAC come first, so an automatic MAC
         never takes one that a later request of the batch asks for.
         """
+        requested = sorted({c.requested for c in checked if c.requested is not None})
+        fresh = [mac for mac in requested if mac not in self.homes]
+        self.homes.update(_homes(self.conn, fresh))
+        # Pools first: a concurrent identical request holds the same locks, so the owner
+        # identities read next include what it committed (an idempotent answer, not a
+        # unique-constraint failure).
+        self.lock(
+            {eff for _, eff in targets} | {self.homes[m] for m in requested if m in self.homes}
+        )
         keys: dict[int, set[tuple[str, str, str]]] = {}
         for c, (scope, _) in zip(checked, targets, strict=True):
             if (scope.id, c.owner_kind, c.owner_name, c.interface) not in self.priors:
                 keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
         if keys and not unheld:
             self.priors.update(_existing(self.conn, keys))
-        requested = sorted({c.requested for c in checked if c.requested is not None})
-        fresh = [mac for mac in requested if mac not in self.homes]
-        self.homes.update(_homes(self.conn, fresh))
         self.held.update(_held(self.conn, [mac for mac in fresh if mac not in self.held]))
-        self.lock(
-            {eff for _, eff in targets} | {self.homes[m] for m in requested if m in self.homes}
-        )
         order = [i for i, c in enumerate(checked) if c.requested is not None]
         return order + [i for i, c in enumerate(checked) if c.requested is None]
 
@@ -309,10 +317,12 @@ class _Batch:
             in_range = home is not None and home.pool.id == effective_id
             if value in self.held:
                 self._check_duplicate(effective.pool, value)
+                self.shared.add(value)
                 home = None
             else:
                 self.held.add(value)
                 self.new_held.append(value)
+                self.fresh.append((effective_id, value))
                 if home is not None:
                     self._index(home)[1].add(value)
                     home.held.append(value)
@@ -431,7 +441,18 @@ class _Batch:
                     insert_changes(conn, advance_pool(state.pool, state.held))
                 rows = [row for _, row, _, _ in self.rows]
                 events = [row.pop("_event") for row in rows]
+                before = shares_of(conn, self.shared, self.homes)
                 ids = insert_allocations(conn, rows)
+                after = shares_of(conn, self.shared, self.homes)
+                apply_changes(
+                    self.session,
+                    [(before[mac], after[mac]) for mac in self.shared]
+                    + [
+                        (NONE, single_holder(pool_id, self.homes.get(mac)))
+                        for pool_id, mac in self.fresh
+                        if mac not in self.shared
+                    ],
+                )
                 for row, event, row_id in zip(rows, events, ids, strict=True):
                     row["id"] = row_id
                     event["details"]["allocation_id"] = row_id

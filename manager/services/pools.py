@@ -26,6 +26,7 @@ from manager.db import Allocation, HeldMac, Pool, PoolRange, Scope
 from manager.services.audit import record_event
 from manager.services.common import check_description, get_pool, lock_pools, lock_ranges
 from manager.services.index_cache import pool_ranges, record_change
+from manager.services.pool_counters import recount_external
 
 DEFAULT_POOL_NAME = "Default"
 MAX_NAME_LENGTH = 255
@@ -156,6 +157,7 @@ def _set_ranges(session: Session, pool: Pool, ranges: RangeSet) -> None:
     # Held MACs are never moved: those now outside the ranges simply become external.
     pool.held_count = 0
     pool.held_count = _held_in(session, ranges)
+    recount_external(session, pool)
     record_change(session, pool, mac=None, held=False)
 
 
@@ -382,25 +384,17 @@ def duplicate_macs(session: Session, pool: Pool) -> list[int]:
 
 
 def pool_statistics(session: Session, pool: Pool) -> PoolStats:
-    """Size, allocated (held MACs inside its ranges), available, external, duplicates."""
-    ranges = pool_ranges(pool)
-    inside = [and_(PoolRange.start_mac <= Allocation.mac, PoolRange.end_mac >= Allocation.mac)]
-    external = (
-        session.scalar(
-            select(func.count(Allocation.mac.distinct())).where(
-                Allocation.pool_id == pool.id,
-                ~exists().where(PoolRange.pool_id == pool.id, *inside),
-            )
-        )
-        or 0
-    )
-    size = ranges.size
+    """Size, allocated (held MACs inside its ranges), available, external, duplicates.
+
+    Read from the pool's row and ranges: O(1) in the number of allocations.
+    """
+    size = pool_ranges(pool).size
     return PoolStats(
         size=size,
         allocated=pool.held_count,
         available=max(size - pool.held_count, 0),
-        external=external,
-        duplicates=len(duplicate_macs(session, pool)),
+        external=pool.external_count,
+        duplicates=pool.duplicate_count,
     )
 
 

@@ -42,6 +42,7 @@ from manager.services import (
 )
 from manager.services.index_cache import forget, pool_ranges
 from tests.conftest import ACTOR, DEFAULT_RANGE
+from tests.services.recount import recount, stored
 
 #: Each pool's ranges are drawn from its own 16-MAC block, so edits never overlap each other.
 BLOCKS = {"dup": 0x0A0000000000, "strict": 0x0E0000000000}
@@ -192,6 +193,11 @@ class Allocator(RuleBasedStateMachine):
                 real = sum(1 for m in held if ranges.find(m) is not None)
                 assert pool.held_count == real, f"{pool.name}: {pool.held_count} != {real}"
             assert s.scalar(select(func.count()).select_from(Pool)) == 3
+
+    @invariant()
+    def statistics_counters_match_a_recount(self) -> None:
+        with self.dbs[1].session() as s:
+            assert stored(s) == recount(s)
 
 
 TestAllocator = Allocator.TestCase
