@@ -53,7 +53,7 @@ from manager.services.allocation_rows import (
 from manager.services.common import lock_pools
 from manager.services.index_cache import advance_index, pool_index
 from manager.services.pool_counters import NONE, apply_changes, shares_of, single_holder
-from manager.services.scopes import scopes_and_pool_ids
+from manager.services.scopes import scope_and_pool_id, scopes_and_pool_ids
 
 #: Values per ``IN (...)`` list: below every backend's bound-parameter limit.
 CHUNK = 500
@@ -302,7 +302,7 @@ class _Batch:
                     f"{format_mac_int(prior.mac)}; release it before asking for "
                     f"{format_mac_int(checked.requested)}.",
                     field="mac",
-                    details={"holder": {"allocation_id": prior.id, "batch_request": prior.request}},
+                    details={"holder": self._describe_prior(prior)},
                 )
             return
         effective = self.pools[effective_id]
@@ -344,6 +344,13 @@ class _Batch:
         )
         if home is not None:
             self._warn(home)
+
+    def _describe_prior(self, prior: _Prior) -> dict[str, Any]:
+        """The holder of an owner identity, for an error: stored, or planned by this batch."""
+        stored = None if prior.id is None else self.session.get(Allocation, prior.id)
+        if stored is not None:
+            return describe_holder(stored)
+        return {"allocation_id": None, "batch_request": prior.request}
 
     def _take_next(self, state: _PoolState) -> int:
         ranges, index = self._index(state)
@@ -538,13 +545,38 @@ def allocate_macs(
         raise
 
 
+def allocate_one(
+    session: Session,
+    actor: Actor,
+    request: AllocationRequest,
+    *,
+    now: datetime | None = None,
+    target: tuple[Scope, int] | None = None,
+) -> AllocationResult:
+    """One request as a batch of one; errors are the service's own, not named.
+
+    ``target``: the request's scope and effective pool id, when the caller resolved them in
+    this same transaction.
+    """
+    checked = check_request(request, now=now or datetime.now(UTC))
+    if target is None:
+        target = scope_and_pool_id(session, request.scope)
+    batch = _Batch(session, actor, connection(session))
+    try:
+        return _run(session, batch, None, [checked], [target])[0]
+    except BaseException:
+        batch.undo()
+        raise
+
+
 def _run(
     session: Session,
     batch: _Batch,
-    requests: Sequence[AllocationRequest],
-    checked: list[CheckedRequest],
-    targets: list[tuple[Scope, int]],
+    requests: Sequence[AllocationRequest] | None,
+    checked: Sequence[CheckedRequest],
+    targets: Sequence[tuple[Scope, int]],
 ) -> list[AllocationResult]:
+    """Plan and write the batch; errors name their request when ``requests`` are given."""
     repeats: dict[int, _Prior] = {}
     for i in batch.prepare(checked, targets):
         scope, effective_id = targets[i]
@@ -553,10 +585,13 @@ def _run(
         try:
             batch.step(i, c, scope, effective_id)
         except MacPoolError as exc:
+            if requests is None:
+                raise
             raise _named(exc, i, c, requests[i]) from exc
         if prior is not None:
             repeats[i] = prior
-    created = batch.write()
+    # A batch of one needs no savepoint: its caller's transaction ends with the request.
+    created = batch.write(savepoint=len(checked) > 1)
     stored_ids = [p.id for p in repeats.values() if p.id is not None]
     stored = {
         a.id: a
@@ -564,7 +599,7 @@ def _run(
         for a in session.scalars(select(Allocation).where(Allocation.id.in_(ids)))
     }
     results = []
-    for i in range(len(requests)):
+    for i in range(len(checked)):
         if i in created:
             results.append(AllocationResult(created[i], created=True))
             continue
@@ -648,4 +683,4 @@ class AllocationPlan:
             batch.undo()
 
 
-__all__ = ["CHUNK", "AllocationPlan", "allocate_macs"]
+__all__ = ["CHUNK", "AllocationPlan", "allocate_macs", "allocate_one"]
