@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -29,7 +29,9 @@ from manager.core.index import HeldIndex, next_free_mac
 from manager.core.mac import format_mac_int
 from manager.core.ranges import RangeSet
 from manager.db import Allocation, HeldMac, Pool, PoolRange, Scope
+from manager.db.prepared import Prepared
 from manager.services.allocation_rows import (
+    FEW_ROWS,
     AllocationRequest,
     AllocationResult,
     CheckedRequest,
@@ -144,6 +146,17 @@ def _named(error: MacPoolError, index: int, checked: CheckedRequest | None, req:
     return named
 
 
+_alloc: Table = Allocation.__table__  # type: ignore[assignment]
+_IDENTITY = Prepared(
+    select(_alloc.c.id, _alloc.c.mac).where(
+        _alloc.c.scope_id == bindparam("scope_id"),
+        _alloc.c.owner_kind == bindparam("owner_kind"),
+        _alloc.c.owner_name == bindparam("owner_name"),
+        _alloc.c.interface == bindparam("interface"),
+    )
+)
+
+
 def _existing(
     conn: Connection, keys: dict[int, set[tuple[str, str, str]]]
 ) -> dict[_IdentityKey, _Prior]:
@@ -151,6 +164,20 @@ def _existing(
     table = Allocation.__table__
     found: dict[_IdentityKey, _Prior] = {}
     wanted = {(scope_id, *identity) for scope_id, ids in keys.items() for identity in ids}
+    if len(wanted) <= FEW_ROWS:  # a request of one NIC or one VM: prepared lookups
+        for scope_id, kind, name, interface in wanted:
+            row = _IDENTITY.first(
+                conn,
+                {
+                    "scope_id": scope_id,
+                    "owner_kind": kind,
+                    "owner_name": name,
+                    "interface": interface,
+                },
+            )
+            if row is not None:
+                found[(scope_id, kind, name, interface)] = _Prior(row[1], id=row[0])
+        return found
     names = sorted({name for _, _, name, _ in wanted})
     columns = (
         table.c.id,
