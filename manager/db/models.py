@@ -158,6 +158,12 @@ class Allocation(Base):
     created_by: Mapped[str] = mapped_column(String(255), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    #: A migration hand-over: ``pending`` while the MAC still belongs to the VM it was moved
+    #: from (releasing it gives it back), ``final`` once the move is done; NULL otherwise.
+    handover: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    #: The allocation as it was before the hand-over (owner, scope, interface, pool, state) and
+    #: the migration's plan and migration ids: what a pending hand-over is reverted to.
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
     scope: Mapped[Scope] = relationship(lazy="joined")
     pool: Mapped[Pool] = relationship(lazy="joined")
@@ -166,6 +172,10 @@ class Allocation(Base):
         UniqueConstraint("scope_id", "owner_kind", "owner_name", "interface"),
         CheckConstraint("state IN ('allocated', 'pending', 'reserved')", name="state_valid"),
         CheckConstraint("state <> 'pending' OR expires_at IS NOT NULL", name="pending_expires"),
+        CheckConstraint(
+            "handover IS NULL OR handover IN ('pending', 'final')", name="handover_valid"
+        ),
+        Index("ix_allocations_handover", "handover"),
         Index("ix_allocations_mac", "mac"),
         Index("ix_allocations_state_expires", "state", "expires_at"),
         Index("ix_allocations_owner", "owner_kind", "owner_name"),

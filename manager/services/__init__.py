@@ -5,6 +5,7 @@ none commits: the caller (request, command, reconciler step) owns the transactio
 """
 
 from manager.core.actor import SYSTEM, Actor, Owner
+from manager.services.allocation_rows import Handover
 from manager.services.allocations import (
     AllocationResult,
     MacInfo,
@@ -21,6 +22,7 @@ from manager.services.allocations import (
 from manager.services.audit import list_events, record_event
 from manager.services.bootstrap import bootstrap
 from manager.services.common import Page
+from manager.services.handovers import complete_handovers, describe_source, pending_handovers
 from manager.services.pools import (
     PoolStats,
     add_range,
@@ -53,6 +55,7 @@ __all__ = [
     "SYSTEM",
     "Actor",
     "AllocationResult",
+    "Handover",
     "MacInfo",
     "Owner",
     "Page",
@@ -62,11 +65,13 @@ __all__ = [
     "allocate_mac",
     "assign_pool",
     "bootstrap",
+    "complete_handovers",
     "confirm_allocation",
     "create_pool",
     "create_scope",
     "delete_pool",
     "delete_scope",
+    "describe_source",
     "ensure_default_pool",
     "ensure_path",
     "ensure_scope",
@@ -83,6 +88,7 @@ __all__ = [
     "list_scopes",
     "mac_info",
     "move_scope",
+    "pending_handovers",
     "pool_statistics",
     "record_event",
     "release_allocation",

@@ -90,6 +90,23 @@ _HELD_IF_FREE: dict[str, Prepared] = {
 _COLUMNS = tuple(c.key for c in _alloc.columns)
 
 
+#: Owner kinds whose allocations a migrated VM may take over: an oVirt VM, a KubeVirt VM.
+HANDOVER_SOURCE_KINDS = ("ovirt-vm", "vm")
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """The requester is the migrated copy of another VM and may take that VM's MACs.
+
+    ``source_uid`` is the source VM's id (an oVirt VM id, or a KubeVirt VM's UID), as the
+    migration tool labels the copy; ``plan`` and ``migration`` are its plan and run ids.
+    """
+
+    source_uid: str
+    plan: str | None = None
+    migration: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AllocationRequest:
     """One NIC's allocation, as :func:`~manager.services.allocations.allocate_mac` takes it."""
@@ -101,6 +118,7 @@ class AllocationRequest:
     state: str = "allocated"
     ttl_seconds: int | None = None
     transaction: str | None = None
+    handover: Handover | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +133,7 @@ class CheckedRequest:
     expires_at: datetime | None
     requested: int | None
     transaction: str | None
+    handover: Handover | None = None
 
 
 def _text(value: object, field: str, *, limit: int) -> str:
@@ -163,8 +182,22 @@ def check_request(request: AllocationRequest, *, now: datetime) -> CheckedReques
         raise InvalidInput("A pending allocation needs ttl_seconds.", field="ttl_seconds")
     requested = parse_assignable_mac(request.mac).value if request.mac is not None else None
     transaction = request.transaction[:64] if request.transaction else None
+    handover = request.handover
+    if handover is not None:
+        _text(handover.source_uid, "source_uid", limit=255)
+        for value, field in ((handover.plan, "plan"), (handover.migration, "migration")):
+            if value is not None:
+                _text(value, field, limit=255)
     return CheckedRequest(
-        owner_kind, owner_name, owner.uid, interface, state, expires_at, requested, transaction
+        owner_kind,
+        owner_name,
+        owner.uid,
+        interface,
+        state,
+        expires_at,
+        requested,
+        transaction,
+        handover,
     )
 
 
@@ -374,6 +407,8 @@ def allocation_row(
         "created_by": str(actor)[:255],
         "created_at": now,
         "updated_at": now,
+        "handover": None,
+        "source": None,
     }
 
 
@@ -446,11 +481,13 @@ def utc_now(now: datetime | None) -> datetime:
 
 __all__ = [
     "DEFAULT_LOW_THRESHOLD",
+    "HANDOVER_SOURCE_KINDS",
     "MAX_TTL_SECONDS",
     "STATES",
     "AllocationRequest",
     "AllocationResult",
     "CheckedRequest",
+    "Handover",
     "advance_pool",
     "allocation_row",
     "audit_row",

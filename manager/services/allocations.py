@@ -30,6 +30,7 @@ from manager.services.allocation_rows import (
     STATES,
     AllocationRequest,
     AllocationResult,
+    Handover,
     availability_warning,
     describe_holder,
     holder_sentence,
@@ -39,6 +40,7 @@ from manager.services.allocation_rows import (
 from manager.services.audit import record_event
 from manager.services.bulk_allocations import allocate_macs, allocate_one
 from manager.services.common import Page, check_id, check_paging, lock_pools
+from manager.services.handovers import FINAL, PENDING, give_back
 from manager.services.index_cache import record_change
 from manager.services.pool_counters import NONE, apply_changes, mac_shares
 from manager.services.pools import containing_pool
@@ -84,6 +86,7 @@ def allocate_mac(
     transaction: str | None = None,
     now: datetime | None = None,
     effective_pool_id: int | None = None,
+    handover: Handover | None = None,
 ) -> AllocationResult:
     """Give the owner's interface a MAC from its scope's effective pool, or the requested one.
 
@@ -92,12 +95,16 @@ def allocate_mac(
     confirmed; ``transaction`` is stored with it (an opaque stamp the caller confirms by).
     A requested MAC held elsewhere is accepted only when the requester's pool and
     the pools of every holder allow duplicates; otherwise :class:`MacInUse` names the holders.
-    The rules are those of :func:`allocate_macs`: this is a batch of one.
+    The rules are those of :func:`allocate_macs`: this is a batch of one. With ``handover``
+    the owner is the migrated copy of that VM: a requested MAC it holds moves to the owner
+    (see :mod:`manager.services.handovers`).
 
     ``effective_pool_id`` saves a query when the caller resolved the scope (a :class:`Scope`)
     and its effective pool in this same transaction (:func:`scope_and_pool_id`).
     """
-    request = AllocationRequest(scope, owner, interface, mac, state, ttl_seconds, transaction)
+    request = AllocationRequest(
+        scope, owner, interface, mac, state, ttl_seconds, transaction, handover
+    )
     target = None
     if effective_pool_id is not None and isinstance(scope, Scope):
         target = (scope, effective_pool_id)
@@ -133,6 +140,15 @@ def release_allocation(
     home = containing_pool(session, value)
     locked = lock_pools(session, [home.id]) if home else {}
     session.scalars(select(HeldMac).where(HeldMac.mac == value).with_for_update()).first()
+    if allocation.handover == PENDING:
+        # The VM it was migrated from may still run: the MAC goes back to it, not to the pool.
+        released = describe_holder(allocation)
+        give_back(session, actor, allocation, reason=reason)
+        return {
+            **released,
+            "mac": format_mac_int(value),
+            "returned_to": describe_holder(allocation),
+        }
     home_id = None if home is None else home.id
     before = mac_shares(session.connection(), value, home_id)
     released = describe_holder(allocation)
@@ -232,6 +248,7 @@ def find_allocations(
     owner_name: str | None = None,
     interface: str | None = None,
     state: str | None = None,
+    handover: str | None = None,
     limit: int = 50,
     offset: int = 0,
 ) -> Page[Allocation]:
@@ -254,6 +271,12 @@ def find_allocations(
         if state not in STATES:
             raise InvalidInput(f"State '{state}' is not one of {', '.join(STATES)}.", field="state")
         query = query.where(Allocation.state == state)
+    if handover is not None:
+        if handover not in (PENDING, FINAL):
+            raise InvalidInput(
+                f"Hand-over state '{handover}' is not one of {PENDING}, {FINAL}.", field="handover"
+            )
+        query = query.where(Allocation.handover == handover)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     items = session.scalars(
         query.order_by(Allocation.mac, Allocation.id).limit(limit).offset(offset)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -53,6 +53,7 @@ from manager.services.allocation_rows import (
     write_pool,
 )
 from manager.services.common import lock_pools
+from manager.services.handovers import handover_event_details, handover_source, handover_values
 from manager.services.index_cache import advance_index, pool_index
 from manager.services.pool_counters import NONE, apply_changes, shares_of, single_holder
 from manager.services.scopes import scope_and_pool_id, scopes_and_pool_ids
@@ -255,6 +256,8 @@ class _Batch:
         #: MAC) of newly held requested ones: what the pools' statistics counters must follow.
         self.shared: set[int] = set()
         self.fresh: list[tuple[int, int]] = []
+        #: Hand-overs: (request index, the holder that moves, its new column values).
+        self.moves: list[tuple[int, Allocation, dict[str, Any]]] = []
         self.rows: list[tuple[int, dict[str, Any], Scope, Pool]] = []
         self.events: list[dict[str, Any]] = []
         self.now = datetime.now(UTC)
@@ -343,8 +346,11 @@ class _Batch:
             home = self.pools[home_id] if home_id is not None else None
             in_range = home is not None and home.pool.id == effective_id
             if value in self.held:
-                self._check_duplicate(effective.pool, value)
                 self.shared.add(value)
+                if self._hand_over(i, checked, scope, effective.pool, value, in_range):
+                    self.priors[key] = _Prior(value, request=i)
+                    return
+                self._check_duplicate(effective.pool, value)
                 home = None
             else:
                 self.held.add(value)
@@ -396,10 +402,50 @@ class _Batch:
         self.new_held.append(value)
         return value
 
-    def _check_duplicate(self, effective: Pool, value: int) -> None:
+    def _stored_holders(self, value: int) -> list[Allocation]:
         if value not in self.db_holders:
             self.db_holders[value] = holders_of(self.session, value)
-        stored = self.db_holders[value]
+        return self.db_holders[value]
+
+    def _hand_over(
+        self,
+        i: int,
+        checked: CheckedRequest,
+        scope: Scope,
+        effective: Pool,
+        value: int,
+        in_range: bool,
+    ) -> bool:
+        """Plan the move of a held MAC to its migrated VM, if the request is that VM's copy."""
+        taken = {holder.id for _, holder, _ in self.moves}
+        holder = handover_source(self._stored_holders(value), checked, taken=taken)
+        if holder is None:
+            return False
+        values = handover_values(
+            holder,
+            checked,
+            scope_id=scope.id,
+            pool_id=effective.id,
+            in_range=in_range,
+            now=self.now,
+        )
+        self.moves.append((i, holder, values))
+        mac = format_mac_int(value)
+        self.events.append(
+            audit_row(
+                self.actor,
+                action="allocation.handover",
+                target_type="mac",
+                target_id=mac,
+                target=mac,
+                details=handover_event_details(holder, values, scope.path, effective.name),
+                now=self.now,
+            )
+        )
+        return True
+
+    def _check_duplicate(self, effective: Pool, value: int) -> None:
+        stored = self._stored_holders(value)
         ours = self.batch_holders.get(value, [])
         pools = {effective.id: effective, **{h.pool_id: h.pool for h in stored}}
         pools.update({h.pool.id: h.pool for h in ours})
@@ -476,6 +522,8 @@ class _Batch:
                 rows = [row for _, row, _, _ in self.rows]
                 events = [row.pop("_event") for row in rows]
                 before = shares_of(conn, self.shared, self.homes)
+                for _, holder, values in self.moves:
+                    conn.execute(update(_alloc).where(_alloc.c.id == holder.id).values(values))
                 ids = insert_allocations(conn, rows)
                 after = shares_of(conn, self.shared, self.homes)
                 apply_changes(
@@ -502,12 +550,16 @@ class _Batch:
         self.written = True
         for state in changed:
             advance_index(self.session, state.pool, base=state.base, macs=state.held)
+        for _, holder, _ in self.moves:
+            self.session.expire(holder)
         if not objects:
             return {}
-        return {
+        created = {
             i: persistent_allocation(self.session, row, scope=scope, pool=pool)
             for i, row, scope, pool in self.rows
         }
+        created.update((i, holder) for i, holder, _ in self.moves)
+        return created
 
     def undo(self) -> None:
         """Forget in-memory changes of a batch that was refused or failed (before the rollback).

@@ -1,0 +1,275 @@
+"""Migration hand-overs: a migrated VM takes the MACs of the VM it was copied from.
+
+A VM moved from oVirt to KubeVirt (or between KubeVirt clusters) keeps its MACs. Its copy
+identifies itself with the source VM's id (Forklift's ``vmID`` label); a requested MAC held by
+an allocation of that very VM (owner kinds :data:`HANDOVER_SOURCE_KINDS`, ``owner_uid`` equal
+to the id) is then not a conflict: the allocation row itself moves to the copy, so the MAC
+never becomes free and stays unique. The row remembers what it was (``source``) and is
+``pending`` until the move is final:
+
+- releasing a pending hand-over (the copy deleted, a failed or cancelled plan, its webhook
+  allocation never confirmed) gives the MAC back to the source VM, never to the free pool;
+- it becomes ``final`` when the copy has run or an operator completes it; from then on the
+  source owner is gone and a release frees the MAC as usual.
+
+The kernel (:mod:`manager.services.bulk_allocations`) plans the move; this module holds the
+rules of the move itself, the give-back and the completion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from manager.core.actor import Actor
+from manager.core.errors import InvalidInput
+from manager.core.mac import format_mac_int
+from manager.db import Allocation
+from manager.services.allocation_rows import (
+    HANDOVER_SOURCE_KINDS,
+    CheckedRequest,
+    describe_holder,
+)
+from manager.services.audit import record_event
+from manager.services.common import check_id
+from manager.services.pool_counters import apply_changes, mac_shares
+from manager.services.pools import containing_pool
+
+PENDING = "pending"
+FINAL = "final"
+#: Fields of an allocation that a hand-over changes and a give-back restores.
+_MOVED = (
+    "scope_id",
+    "pool_id",
+    "owner_kind",
+    "owner_name",
+    "owner_uid",
+    "interface",
+    "state",
+    "expires_at",
+    "in_range",
+    "transaction",
+)
+
+
+def handover_source(
+    holders: Iterable[Allocation], checked: CheckedRequest, *, taken: set[int]
+) -> Allocation | None:
+    """The holder whose MAC the request may take over, if any.
+
+    It must be an allocation of the VM the requester says it was migrated from, and not in
+    the middle of another hand-over (a second copy of the same VM gets no MAC of the first).
+    ``taken``: ids of holders moved earlier in the same batch.
+    """
+    handover = checked.handover
+    if handover is None:
+        return None
+    for holder in holders:
+        if (
+            holder.owner_kind in HANDOVER_SOURCE_KINDS
+            and holder.owner_uid == handover.source_uid
+            and holder.handover != PENDING
+            and holder.id not in taken
+        ):
+            return holder
+    return None
+
+
+def handover_values(
+    holder: Allocation,
+    checked: CheckedRequest,
+    *,
+    scope_id: int,
+    pool_id: int,
+    in_range: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """The new column values of ``holder`` when it moves to the requester."""
+    assert checked.handover is not None
+    source = {key: getattr(holder, key) for key in _MOVED}
+    if holder.expires_at is not None:
+        source["expires_at"] = holder.expires_at.isoformat()
+    source.update(
+        allocation_id=holder.id,
+        scope=holder.scope.path,
+        pool=holder.pool.name,
+        plan=checked.handover.plan,
+        migration=checked.handover.migration,
+        created_by=holder.created_by,
+    )
+    return {
+        "scope_id": scope_id,
+        "pool_id": pool_id,
+        "owner_kind": checked.owner_kind,
+        "owner_name": checked.owner_name,
+        "owner_uid": checked.owner_uid,
+        "interface": checked.interface,
+        "state": checked.state,
+        "expires_at": checked.expires_at,
+        "in_range": in_range,
+        "transaction": checked.transaction,
+        "handover": PENDING,
+        "source": source,
+        "updated_at": now,
+    }
+
+
+def handover_event_details(
+    holder: Allocation, values: dict[str, Any], scope_path: str, pool_name: str
+) -> dict[str, Any]:
+    """Details of the ``allocation.handover`` audit event: from whom, to whom, which plan."""
+    source = values["source"]
+    return {
+        "allocation_id": holder.id,
+        "from": describe_holder(holder),
+        "to": {
+            "owner_kind": values["owner_kind"],
+            "owner_name": values["owner_name"],
+            "owner_uid": values["owner_uid"],
+            "interface": values["interface"],
+            "scope": scope_path,
+            "pool": pool_name,
+            "state": values["state"],
+        },
+        "source_vm": {"name": holder.owner_name, "id": holder.owner_uid},
+        "plan": source.get("plan"),
+        "migration": source.get("migration"),
+    }
+
+
+def give_back(session: Session, actor: Actor, allocation: Allocation, *, reason: str) -> None:
+    """Return a pending hand-over's MAC to the VM it was taken from (the row moves back)."""
+    source = dict(allocation.source or {})
+    home = containing_pool(session, allocation.mac)
+    home_id = None if home is None else home.id
+    conn = session.connection()
+    before = mac_shares(conn, allocation.mac, home_id)
+    taken_by = describe_holder(allocation)
+    for key in _MOVED:
+        value = source.get(key)
+        if key == "expires_at" and isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        setattr(allocation, key, value)
+    allocation.handover = None
+    allocation.source = None
+    session.flush()
+    session.expire(allocation, ["scope", "pool"])
+    apply_changes(session, [(before, mac_shares(conn, allocation.mac, home_id))])
+    record_event(
+        session,
+        actor,
+        action="allocation.handover_reverted",
+        target_type="mac",
+        target_id=format_mac_int(allocation.mac),
+        target=format_mac_int(allocation.mac),
+        details={
+            "allocation_id": allocation.id,
+            "reason": reason,
+            "taken_from": taken_by,
+            "returned_to": describe_holder(allocation),
+            "plan": source.get("plan"),
+            "migration": source.get("migration"),
+        },
+    )
+
+
+def complete_handovers(
+    session: Session,
+    actor: Actor,
+    *,
+    allocation_id: int | None = None,
+    plan: str | None = None,
+    scope_id: int | None = None,
+    owner_kind: str | None = None,
+    owner_name: str | None = None,
+    reason: str = "completed",
+) -> list[Allocation]:
+    """Make pending hand-overs final: of one allocation, of a migration plan, or of one VM.
+
+    Final means the source VM no longer owns the MAC: a later release frees it. Returns the
+    allocations completed (none when nothing matched: completing twice is harmless).
+    """
+    by_owner = owner_name is not None
+    if sum((allocation_id is not None, plan is not None, by_owner)) != 1:
+        raise InvalidInput(
+            "Name exactly one of: an allocation id, a plan id, or a VM (scope and owner).",
+            field="plan",
+        )
+    query = select(Allocation).where(Allocation.handover == PENDING)
+    if allocation_id is not None:
+        query = query.where(Allocation.id == check_id(allocation_id, "an allocation"))
+    if by_owner:
+        query = query.where(
+            Allocation.scope_id == scope_id,
+            Allocation.owner_kind == (owner_kind or "vm"),
+            Allocation.owner_name == owner_name,
+        )
+    found = [
+        a
+        for a in session.scalars(query.order_by(Allocation.id).with_for_update(of=Allocation))
+        if plan is None or (a.source or {}).get("plan") == plan
+    ]
+    for allocation in found:
+        allocation.handover = FINAL
+        record_event(
+            session,
+            actor,
+            action="allocation.handover_final",
+            target_type="mac",
+            target_id=format_mac_int(allocation.mac),
+            target=format_mac_int(allocation.mac),
+            details={
+                "allocation_id": allocation.id,
+                "reason": reason,
+                "owner": describe_holder(allocation),
+                "source_vm": {
+                    "name": (allocation.source or {}).get("owner_name"),
+                    "id": (allocation.source or {}).get("owner_uid"),
+                },
+                "plan": (allocation.source or {}).get("plan"),
+                "migration": (allocation.source or {}).get("migration"),
+            },
+        )
+    session.flush()
+    return found
+
+
+def pending_handovers(session: Session) -> int:
+    """How many hand-overs are not final yet."""
+    return session.scalar(select(func.count()).where(Allocation.handover == PENDING)) or 0
+
+
+def describe_source(allocation: Allocation) -> dict[str, Any] | None:
+    """Where a handed-over allocation came from, as the API and UI show it."""
+    source = allocation.source
+    if not source:
+        return None
+    keys: Sequence[str] = (
+        "owner_kind",
+        "owner_name",
+        "owner_uid",
+        "interface",
+        "scope",
+        "pool",
+        "created_by",
+        "plan",
+        "migration",
+    )
+    return {key: source.get(key) for key in keys}
+
+
+__all__ = [
+    "FINAL",
+    "PENDING",
+    "complete_handovers",
+    "describe_source",
+    "give_back",
+    "handover_event_details",
+    "handover_source",
+    "handover_values",
+    "pending_handovers",
+]
