@@ -47,6 +47,8 @@ class Settings:
     k8s_namespace: str = "macpool"
     k8s_vm_mode: str = "opt-out"
     k8s_pod_mode: str = "opt-in"
+    #: Label keys of a migrated VM: the source VM's id, the plan, the migration (Forklift's).
+    k8s_migration_labels: str = "vmID,plan,migration"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -113,6 +115,12 @@ def validate(settings: Settings) -> Settings:
         )
     if not settings.k8s_cluster_scope.startswith("/"):
         raise ConfigError("MACPOOL_K8S_CLUSTER_SCOPE must be a scope path such as /kubernetes.")
+    keys = [key.strip() for key in settings.k8s_migration_labels.split(",")]
+    if len(keys) != 3 or not all(keys):
+        raise ConfigError(
+            "MACPOOL_K8S_MIGRATION_LABELS must be three label keys VMID,PLAN,MIGRATION, "
+            "e.g. vmID,plan,migration."
+        )
     if settings.k8s_reconcile not in ("auto", "true", "false"):
         raise ConfigError("MACPOOL_K8S_RECONCILE must be true, false or auto.")
     for name in ("k8s_vm_mode", "k8s_pod_mode"):

@@ -31,7 +31,17 @@ from manager.core.errors import (
     PoolExhausted,
 )
 from manager.core.mac import parse_assignable_mac
-from plugins.kubernetes.broker import OWNER_POD, OWNER_VM, MacBroker, NicClaim, Owner, holders_text
+from plugins.kubernetes.broker import (
+    FORKLIFT_LABELS,
+    OWNER_POD,
+    OWNER_VM,
+    MacBroker,
+    MigrationLabels,
+    MigrationSource,
+    NicClaim,
+    Owner,
+    holders_text,
+)
 from plugins.kubernetes.multus import (
     NETWORK_STATUS_ANNOTATION,
     NetworkAnnotationError,
@@ -72,7 +82,9 @@ class _Refused(Exception):
         self.message = message
 
 
-def owner_of(request: AdmissionRequest, kind: str) -> Owner:
+def owner_of(
+    request: AdmissionRequest, kind: str, *, labels: MigrationLabels | None = None
+) -> Owner:
     """The owner identity of the object under review.
 
     Objects created with ``generateName`` have no name yet; they get the placeholder
@@ -88,11 +100,36 @@ def owner_of(request: AdmissionRequest, kind: str) -> Owner:
     if not name:
         name = f"{metadata.get('generateName') or ''}{{admission:{request.uid}}}"
     uid = metadata.get("uid")
-    return Owner(namespace=namespace, kind=kind, name=name, uid=uid if uid else None)
+    source = None if labels is None else migration_source(metadata, labels)
+    return Owner(
+        namespace=namespace, kind=kind, name=name, uid=uid if uid else None, migrated_from=source
+    )
+
+
+def migration_source(
+    metadata: Mapping[str, Any], labels: MigrationLabels
+) -> MigrationSource | None:
+    """The VM this object says it was migrated from (its ``vmID`` label), if any."""
+    values = metadata.get("labels")
+    if not isinstance(values, Mapping):
+        return None
+    vm_id = values.get(labels.vm_id)
+    if not isinstance(vm_id, str) or not vm_id:
+        return None
+
+    def label(key: str) -> str | None:
+        value = values.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return MigrationSource(vm_id, plan=label(labels.plan), migration=label(labels.migration))
 
 
 def review_virtual_machine(
-    request: AdmissionRequest, *, broker: MacBroker, clock: Clock = now_transaction_timestamp
+    request: AdmissionRequest,
+    *,
+    broker: MacBroker,
+    clock: Clock = now_transaction_timestamp,
+    labels: MigrationLabels = FORKLIFT_LABELS,
 ) -> AdmissionResult:
     """Decide on a CREATE or UPDATE of a ``kubevirt.io/v1`` VirtualMachine (DESIGN §5)."""
     if request.operation not in ("CREATE", "UPDATE") or request.object is None:
@@ -111,7 +148,7 @@ def review_virtual_machine(
         networks = _list_of_objects(vm, "spec", "networks")
         names = _interface_names(interfaces)
         old_macs = _interface_macs(request.old_object) if updating else {}
-        owner = owner_of(request, OWNER_VM)
+        owner = owner_of(request, OWNER_VM, labels=labels)
         held = broker.held_macs(owner)
         claims, filled = _vm_claims(
             interfaces, names, networks, held=held, old_macs=old_macs, prefix=allocate_prefix

@@ -22,6 +22,37 @@ OWNER_POD: Final = "pod"
 
 
 @dataclass(frozen=True)
+class MigrationLabels:
+    """Label keys by which a migrated VM names the VM it was copied from (Forklift's)."""
+
+    vm_id: str = "vmID"
+    plan: str = "plan"
+    migration: str = "migration"
+
+    @classmethod
+    def parse(cls, text: str) -> MigrationLabels:
+        """``VMID,PLAN,MIGRATION`` label keys, as ``MACPOOL_K8S_MIGRATION_LABELS`` gives them."""
+        keys = [key.strip() for key in text.split(",")]
+        if len(keys) != 3 or not all(keys):
+            raise ValueError(
+                f"'{text}' is not three label keys VMID,PLAN,MIGRATION (e.g. vmID,plan,migration)"
+            )
+        return cls(*keys)
+
+
+FORKLIFT_LABELS: Final = MigrationLabels()
+
+
+@dataclass(frozen=True)
+class MigrationSource:
+    """The VM an object says it was migrated from: its id (oVirt VM id or KubeVirt UID)."""
+
+    vm_id: str
+    plan: str | None = None
+    migration: str | None = None
+
+
+@dataclass(frozen=True)
 class Owner:
     """The object that holds MACs: a VM or a Pod in one namespace.
 
@@ -33,6 +64,8 @@ class Owner:
     kind: str
     name: str
     uid: str | None = None
+    #: Set when the object is the migrated copy of another VM: it may take that VM's MACs.
+    migrated_from: MigrationSource | None = None
 
 
 @dataclass(frozen=True)
@@ -84,7 +117,8 @@ class MacBroker(Protocol):
         - the interface holds a different MAC: it moves to the requested one (the old MAC is
           released in the same unit of work);
         - a requested MAC held by another owner is refused with ``MacInUse`` unless duplicates
-          are allowed by every pool involved.
+          are allowed by every pool involved, or the holder is the VM named by the owner's
+          ``migrated_from``: then the MAC is handed over to the owner (a migration).
 
         New allocations are ``pending``; ``transaction`` is the object's
         ``kubemacpool.io/transaction-timestamp`` to store with them (``None`` for pods), so the

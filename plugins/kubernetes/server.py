@@ -12,6 +12,7 @@ rotated certificate files are used for new connections while established ones ca
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -23,6 +24,7 @@ from manager.config import Settings
 from manager.db import Database
 from manager.serve import gunicorn_options, run_gunicorn
 from plugins.kubernetes.admission import review_pod, review_virtual_machine
+from plugins.kubernetes.broker import FORKLIFT_LABELS, MigrationLabels
 from plugins.kubernetes.certstore import CertificateFiles
 from plugins.kubernetes.group_commit import GroupCommit
 from plugins.kubernetes.metrics import (
@@ -79,8 +81,10 @@ class WebhookApp:
         wait_time: int,
         low_threshold: int = 10,
         metrics: AdmissionMetrics | None = None,
+        migration_labels: MigrationLabels = FORKLIFT_LABELS,
     ) -> None:
         self.database = database
+        self.migration_labels = migration_labels
         self.metrics = metrics or AdmissionMetrics()
         #: Reviews arriving together share a write transaction (see group_commit).
         self.group_commit = GroupCommit(
@@ -147,7 +151,7 @@ class WebhookApp:
         # A VM CREATE or UPDATE reads what its owner holds first: it always needs the database
         # (its other operations answer without one, so they keep the first run without it).
         return self.group_commit.review(
-            review_virtual_machine,
+            functools.partial(review_virtual_machine, labels=self.migration_labels),
             request,
             first_without_database=request.operation not in ("CREATE", "UPDATE"),
         )
@@ -266,6 +270,7 @@ def create_webhook_app(settings: Settings) -> WebhookApp:
         cluster_scope=settings.k8s_cluster_scope,
         wait_time=settings.k8s_wait_time,
         low_threshold=settings.low_threshold,
+        migration_labels=MigrationLabels.parse(settings.k8s_migration_labels),
     )
 
 

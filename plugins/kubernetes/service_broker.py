@@ -26,7 +26,7 @@ from manager.core.errors import NameInUse, NotFound
 from manager.core.mac import format_mac_int, parse_assignable_mac
 from manager.db import Allocation, Scope
 from manager.db.prepared import Prepared
-from manager.services import allocate_mac, ensure_path, ensure_scope, get_scope
+from manager.services import Handover, allocate_mac, ensure_path, ensure_scope, get_scope
 from manager.services.allocation_rows import AllocationRequest
 from manager.services.allocations import find_by_identity, release_allocation
 from manager.services.bulk_allocations import AllocationPlan
@@ -254,6 +254,12 @@ class ServiceBroker:
         for allocation_id in plan.release:
             release_allocation(self.session, self.actor, allocation_id, reason="moved")
         service_owner = ServiceOwner(kind=owner.kind, name=owner.name, uid=owner.uid)
+        source = owner.migrated_from
+        handover = (
+            None
+            if source is None
+            else Handover(source.vm_id, plan=source.plan, migration=source.migration)
+        )
         result = dict(plan.keep)
         for claim in plan.new:
             created = allocate_mac(
@@ -267,6 +273,7 @@ class ServiceBroker:
                 ttl_seconds=self.wait_time,
                 transaction=transaction,
                 now=self.now,
+                handover=handover if claim.mac is not None else None,
             ).allocation
             result[claim.interface] = format_mac_int(created.mac)
         return {claim.interface: result[claim.interface] for claim in claims}
