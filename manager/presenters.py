@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from manager.core.mac import format_mac_int
 from manager.core.ranges import unicast_count
 from manager.db import Allocation, Pool, Scope
-from manager.services import pool_statistics, resolve_pool
+from manager.services import describe_source, pool_statistics, resolve_pool
 
 
 def pool_data(session: Session, pool: Pool) -> dict[str, Any]:
@@ -73,6 +73,9 @@ def allocation_data(allocation: Allocation) -> dict[str, Any]:
         "in_range": allocation.in_range,
         "expires_at": allocation.expires_at.isoformat() if allocation.expires_at else None,
         "created_at": allocation.created_at.isoformat() if allocation.created_at else None,
+        "origin": allocation.created_by,
+        "handover": allocation.handover,
+        "source": describe_source(allocation),
     }
 
 

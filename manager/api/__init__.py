@@ -14,7 +14,7 @@ from flask_smorest import Api
 from flask_smorest.spec.plugins import integerconverter2paramschema
 from swagger_ui_bundle import swagger_ui_path
 
-from manager.api import allocations, events, macs, pools, scopes
+from manager.api import allocations, events, macs, migrations, pools, scopes
 from manager.api.auth import FORBIDDEN_RESPONSE, SECURITY_SCHEME, UNAUTHORIZED_RESPONSE
 from manager.api.errors import register_error_handlers
 from manager.api.fields import IdConverter
@@ -23,7 +23,7 @@ from manager.api.schemas import ErrorSchema
 
 API_VERSION = "v1"
 DOCS_ASSETS = "/api/docs/assets/"
-BLUEPRINTS = (pools.blp, scopes.blp, allocations.blp, macs.blp, events.blp)
+BLUEPRINTS = (pools.blp, scopes.blp, allocations.blp, macs.blp, events.blp, migrations.blp)
 
 
 class MacPoolApi(Api):  # type: ignore[misc]  # flask-smorest ships no type hints

@@ -10,6 +10,8 @@ from marshmallow import Schema, fields, validate
 
 from manager.api.fields import Id, Mac, Text, UtcDateTime
 from manager.services.allocations import MAX_TTL_SECONDS, STATES
+from manager.services.handovers import HANDOVER_STATES
+from manager.services.migration_check import STATUSES as CHECK_STATUSES
 
 NAME = validate.Length(min=1, max=255)
 #: A scope path: absolute, like /dc1/c1 (a bare number would be taken for an id).
@@ -163,6 +165,20 @@ class AllocationSchema(Schema):
     )
     expires_at = fields.String(required=True, allow_none=True)
     created_at = fields.String(required=True, allow_none=True)
+    origin = fields.String(
+        required=True, metadata={"description": "Who created it: a user, token, the webhook, …"}
+    )
+    handover = fields.String(
+        required=True,
+        allow_none=True,
+        validate=validate.OneOf(HANDOVER_STATES),
+        metadata={"description": "Migration hand-over state: pending (reverts on release), final"},
+    )
+    source = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The VM it was handed over from (owner, scope, pool, plan)"},
+    )
 
 
 class AllocationRequestSchema(Schema):
@@ -189,6 +205,55 @@ class AllocationQueryArgsSchema(Schema):
     owner_name = Text()
     interface = Text()
     state = Text(validate=validate.OneOf(STATES))
+    handover = Text(validate=validate.OneOf(HANDOVER_STATES))
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+class SourceNicSchema(Schema):
+    name = Text(required=True, validate=NAME)
+    mac = Text(required=True, validate=validate.Length(min=1, max=64))
+
+
+class SourceVmSchema(Schema):
+    id = Text(required=True, validate=NAME, metadata={"description": "oVirt VM id or KubeVirt UID"})
+    name = Text(required=True, validate=validate.Length(min=1, max=512))
+    nics = fields.List(fields.Nested(SourceNicSchema), required=True)
+
+
+class MigrationCheckRequestSchema(Schema):
+    scope = Text(
+        required=True,
+        validate=PATH,
+        metadata={"description": "Target scope path, e.g. /kubernetes/team-a (may not exist yet)"},
+    )
+    vms = fields.List(fields.Nested(SourceVmSchema), required=True)
+
+
+class NicVerdictSchema(Schema):
+    vm_id = fields.String(required=True)
+    vm_name = fields.String(required=True)
+    nic = fields.String(required=True)
+    mac = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(CHECK_STATUSES))
+    holders = fields.List(fields.Dict(), required=True)
+    message = fields.String(required=True)
+
+
+class MigrationCheckSchema(Schema):
+    passes = fields.Boolean(required=True, metadata={"description": "No NIC is in conflict"})
+    scope = fields.String(required=True)
+    pool = fields.String(required=True, metadata={"description": "The target's effective pool"})
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    nics = fields.List(fields.Nested(NicVerdictSchema), required=True)
+
+
+class HandoverCompleteRequestSchema(Schema):
+    plan = Text(validate=NAME, metadata={"description": "Complete every hand-over of this plan"})
+    allocation_id = Id(metadata={"description": "Complete this allocation's hand-over"})
+    scope = Text(validate=PATH, metadata={"description": "With owner_name: one VM's hand-overs"})
+    owner_name = Text(validate=validate.Length(min=1, max=512))
 
 
 # --- MACs, duplicates, events ------------------------------------------------------------

@@ -209,7 +209,7 @@ def _priors(
     return found
 
 
-def _homes(conn: Connection, macs: Sequence[int]) -> dict[int, int]:
+def homes_of(conn: Connection, macs: Sequence[int]) -> dict[int, int]:
     """The pool whose range contains each MAC (ranges of different pools never overlap)."""
     if not macs:
         return {}
@@ -299,7 +299,7 @@ class _Batch:
         """
         requested = sorted({c.requested for c in checked if c.requested is not None})
         fresh = [mac for mac in requested if mac not in self.homes]
-        self.homes.update(_homes(self.conn, fresh))
+        self.homes.update(homes_of(self.conn, fresh))
         # Pools first: a concurrent identical request holds the same locks, so the owner
         # identities read next include what it committed (an idempotent answer, not a
         # unique-constraint failure).
@@ -418,7 +418,8 @@ class _Batch:
     ) -> bool:
         """Plan the move of a held MAC to its migrated VM, if the request is that VM's copy."""
         taken = {holder.id for _, holder, _ in self.moves}
-        holder = handover_source(self._stored_holders(value), checked, taken=taken)
+        source_uid = None if checked.handover is None else checked.handover.source_uid
+        holder = handover_source(self._stored_holders(value), source_uid, taken=taken)
         if holder is None:
             return False
         values = handover_values(
@@ -762,4 +763,4 @@ class AllocationPlan:
             batch.undo()
 
 
-__all__ = ["CHUNK", "AllocationPlan", "allocate_macs", "allocate_one"]
+__all__ = ["CHUNK", "AllocationPlan", "allocate_macs", "allocate_one", "homes_of"]

@@ -41,6 +41,7 @@ from manager.services.pools import containing_pool
 
 PENDING = "pending"
 FINAL = "final"
+HANDOVER_STATES = (PENDING, FINAL)
 #: Fields of an allocation that a hand-over changes and a give-back restores.
 _MOVED = (
     "scope_id",
@@ -57,21 +58,21 @@ _MOVED = (
 
 
 def handover_source(
-    holders: Iterable[Allocation], checked: CheckedRequest, *, taken: set[int]
+    holders: Iterable[Allocation], source_uid: str | None, *, taken: set[int]
 ) -> Allocation | None:
     """The holder whose MAC the request may take over, if any.
 
     It must be an allocation of the VM the requester says it was migrated from, and not in
     the middle of another hand-over (a second copy of the same VM gets no MAC of the first).
+    ``source_uid``: the id of the VM the requester was migrated from (None: not migrated);
     ``taken``: ids of holders moved earlier in the same batch.
     """
-    handover = checked.handover
-    if handover is None:
+    if source_uid is None:
         return None
     for holder in holders:
         if (
             holder.owner_kind in HANDOVER_SOURCE_KINDS
-            and holder.owner_uid == handover.source_uid
+            and holder.owner_uid == source_uid
             and holder.handover != PENDING
             and holder.id not in taken
         ):
@@ -264,6 +265,7 @@ def describe_source(allocation: Allocation) -> dict[str, Any] | None:
 
 __all__ = [
     "FINAL",
+    "HANDOVER_STATES",
     "PENDING",
     "complete_handovers",
     "describe_source",

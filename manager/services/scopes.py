@@ -256,6 +256,18 @@ def scope_and_pool_id(session: Session, scope: ScopeRef) -> tuple[Scope, int]:
     return target, found.pool_id
 
 
+def planned_pool_id(session: Session, path: str) -> int:
+    """The effective pool of the scope at ``path``, or of the scope that would be created there
+    (a namespace never seen inherits from its nearest existing ancestor)."""
+    path = _normalize_path(path)
+    chain = _chain_rows(session, ancestor_paths(path))
+    ordered = [chain[p] for p in ancestor_paths(path) if p in chain]
+    found = resolve_effective_pool([(s["id"], s["pool_id"]) for s in ordered])
+    if found is None:
+        raise NotFound(f"Scope '{path}' has no pool: the engine scope has none assigned.")
+    return found.pool_id
+
+
 def scopes_and_pool_ids(
     session: Session, refs: Sequence[ScopeRef]
 ) -> list[tuple[Scope, int] | MacPoolError]:

@@ -84,7 +84,7 @@ def test_openapi_document(client: FlaskClient) -> None:
     operations = [
         (p, m, op) for p, item in paths.items() for m, op in item.items() if m != "parameters"
     ]
-    assert len(operations) == 20
+    assert len(operations) == 22
     for path, method, op in operations:
         assert op["security"] == [{"bearerAuth": []}], (path, method)
         assert {"401", "403"} <= set(op["responses"]), (path, method)
