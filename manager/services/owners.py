@@ -26,6 +26,7 @@ from manager.core.actor import Actor, Owner
 from manager.core.errors import Conflict, InterfaceInUse, InvalidInput
 from manager.core.mac import format_mac_int
 from manager.db import Allocation, Scope
+from manager.services.allocation_rows import Handover
 from manager.services.allocations import (
     allocate_mac,
     confirm_allocation,
@@ -208,6 +209,7 @@ def align_owner(
     owner: Owner,
     observed: Mapping[str, int],
     settled: Settled,
+    handover: Handover | None = None,
 ) -> Alignment:
     """Bring an owner's allocations in line with the interface → MAC map it was observed with.
 
@@ -216,6 +218,9 @@ def align_owner(
     other is released. Then every observed interface without an allocation gets its MAC
     registered as allocated; a refusal by the allocation rules (e.g. the MAC is held elsewhere
     and duplicates are not allowed) is collected in ``refused`` rather than raised.
+    ``handover``: the owner is the migrated copy of that VM and may take its MACs. A kept
+    allocation that does not record the owner's uid yet learns it (a later migration of this
+    owner is matched by it).
     """
     target = get_scope(session, scope)
     result = Alignment()
@@ -228,6 +233,8 @@ def align_owner(
             busy.add(allocation.interface)
         elif observed.get(allocation.interface) == allocation.mac:
             busy.add(allocation.interface)
+            if owner.uid and allocation.owner_uid is None:
+                allocation.owner_uid = owner.uid
             if allocation.state == "pending":
                 confirm_allocation(session, actor, allocation.id)
                 result.confirmed += 1
@@ -248,6 +255,7 @@ def align_owner(
                     owner=owner,
                     interface=interface,
                     mac=format_mac_int(mac),
+                    handover=handover,
                 )
         except (Conflict, InvalidInput) as exc:
             result.refused[interface] = {"mac": format_mac_int(mac), **exc.details}

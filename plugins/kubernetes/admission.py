@@ -37,10 +37,10 @@ from plugins.kubernetes.broker import (
     OWNER_VM,
     MacBroker,
     MigrationLabels,
-    MigrationSource,
     NicClaim,
     Owner,
     holders_text,
+    migration_source,
 )
 from plugins.kubernetes.multus import (
     NETWORK_STATUS_ANNOTATION,
@@ -104,24 +104,6 @@ def owner_of(
     return Owner(
         namespace=namespace, kind=kind, name=name, uid=uid if uid else None, migrated_from=source
     )
-
-
-def migration_source(
-    metadata: Mapping[str, Any], labels: MigrationLabels
-) -> MigrationSource | None:
-    """The VM this object says it was migrated from (its ``vmID`` label), if any."""
-    values = metadata.get("labels")
-    if not isinstance(values, Mapping):
-        return None
-    vm_id = values.get(labels.vm_id)
-    if not isinstance(vm_id, str) or not vm_id:
-        return None
-
-    def label(key: str) -> str | None:
-        value = values.get(key)
-        return value if isinstance(value, str) and value else None
-
-    return MigrationSource(vm_id, plan=label(labels.plan), migration=label(labels.migration))
 
 
 def review_virtual_machine(

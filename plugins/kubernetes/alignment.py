@@ -30,7 +30,14 @@ from manager.core.actor import Actor, Owner
 from manager.core.errors import InterfaceInUse, MacPoolError, NotFound
 from manager.core.mac import format_mac_int
 from manager.db import Database
-from manager.services import ensure_path, ensure_scope, get_scope, release_owner
+from manager.services import (
+    Handover,
+    complete_handovers,
+    ensure_path,
+    ensure_scope,
+    get_scope,
+    release_owner,
+)
 from manager.services.allocations import AllocationRequest, allocate_macs, release_allocation
 from manager.services.owners import Holding, align_owner, owners_named_like, rename_owner
 from plugins.kubernetes.broker import OWNER_POD, OWNER_VM
@@ -122,6 +129,7 @@ class Aligner:
                             owner=Owner(obs.kind, obs.name, obs.uid),
                             interface=interface,
                             mac=format_mac_int(mac),
+                            handover=_handover(obs),
                         )
                         for obs in batch
                         for interface, mac in sorted(obs.macs.items())
@@ -129,6 +137,7 @@ class Aligner:
                     allocate_macs(session, ACTOR, requests)
                     for obs in batch:
                         self._set_refused(obs, {})
+                        self._finish_migration(session, obs)
                     if self._refused_dirty:
                         self._save_in(session)
             except MacPoolError as exc:
@@ -158,11 +167,25 @@ class Aligner:
                     owner=Owner(obs.kind, obs.name, obs.uid),
                     observed=obs.macs,
                     settled=_settled_by(obs),
+                    handover=_handover(obs),
                 )
+                self._finish_migration(session, obs)
         except MacPoolError as exc:
             log.warning("cannot reconcile %s: %s", obs.describe(), exc)
             return
         self._set_refused(obs, result.refused)
+
+    def _finish_migration(self, session: Session, obs: Observed) -> None:
+        """A migrated VM that has run: the VM it was migrated from gives its MACs up for good."""
+        if obs.ready and obs.migrated_from is not None:
+            complete_handovers(
+                session,
+                ACTOR,
+                scope_id=self._namespace_scope(session, obs.namespace),
+                owner_kind=obs.kind,
+                owner_name=obs.name,
+                reason="ran",
+            )
 
     def _adopt(self, session: Session, scope: int, obs: Observed) -> None:
         """Move allocations made under an admission placeholder name to the object's name."""
@@ -252,9 +275,20 @@ class Aligner:
         self._refused_dirty = False
 
 
+def _handover(obs: Observed) -> Handover | None:
+    """The hand-over an object's migration labels ask for, if any."""
+    source = obs.migrated_from
+    if source is None:
+        return None
+    return Handover(source.vm_id, plan=source.plan, migration=source.migration)
+
+
 def in_step(obs: Observed, held: list[Holding]) -> bool:
-    """Whether the allocations already are exactly the object's MACs, all confirmed."""
-    if len(held) != len(obs.macs):
+    """Whether the allocations already are exactly the object's MACs, all confirmed.
+
+    A migrated VM that has run is never taken as in step: its hand-overs may need completing.
+    """
+    if len(held) != len(obs.macs) or (obs.ready and obs.migrated_from is not None):
         return False
     return all(h.state == "allocated" and obs.macs.get(h.interface) == h.mac for h in held)
 

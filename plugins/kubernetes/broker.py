@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 #: Owner kind of a KubeVirt VirtualMachine.
 OWNER_VM: Final = "vm"
@@ -50,6 +50,24 @@ class MigrationSource:
     vm_id: str
     plan: str | None = None
     migration: str | None = None
+
+
+def migration_source(
+    metadata: Mapping[str, Any], labels: MigrationLabels
+) -> MigrationSource | None:
+    """The VM this object says it was migrated from (its ``vmID`` label), if any."""
+    values = metadata.get("labels")
+    if not isinstance(values, Mapping):
+        return None
+    vm_id = values.get(labels.vm_id)
+    if not isinstance(vm_id, str) or not vm_id:
+        return None
+
+    def label(key: str) -> str | None:
+        value = values.get(key)
+        return value if isinstance(value, str) and value else None
+
+    return MigrationSource(vm_id, plan=label(labels.plan), migration=label(labels.migration))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,14 @@ from typing import Any
 
 from manager.core.errors import InvalidMac
 from manager.core.mac import parse_assignable_mac
-from plugins.kubernetes.broker import OWNER_POD, OWNER_VM
+from plugins.kubernetes.broker import (
+    FORKLIFT_LABELS,
+    OWNER_POD,
+    OWNER_VM,
+    MigrationLabels,
+    MigrationSource,
+    migration_source,
+)
 from plugins.kubernetes.multus import (
     NetworkAnnotationError,
     interface_keys,
@@ -51,6 +58,10 @@ class Observed:
     deleting: bool = False
     #: Interfaces whose MAC could not be read (reported, never registered).
     invalid: tuple[str, ...] = ()
+    #: A VM migrated from another (its ``vmID`` label): it may hold that VM's MACs.
+    migrated_from: MigrationSource | None = None
+    #: A VM that has run (``status.ready``): its migration hand-overs are final.
+    ready: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -91,7 +102,7 @@ def _read_macs(pairs: list[tuple[str, object]]) -> tuple[dict[str, int], tuple[s
     return macs, tuple(invalid)
 
 
-def observe_vm(obj: Mapping[str, Any]) -> Observed:
+def observe_vm(obj: Mapping[str, Any], *, labels: MigrationLabels = FORKLIFT_LABELS) -> Observed:
     """The reconciler's view of a ``kubevirt.io/v1`` VirtualMachine.
 
     Every interface with a ``macAddress`` counts, whatever its binding: a requested MAC is
@@ -118,8 +129,16 @@ def observe_vm(obj: Mapping[str, Any]) -> Observed:
             if isinstance(iface, Mapping) and isinstance(iface.get("name"), str)
         ]
     macs, invalid = _read_macs(pairs)
+    status = _mapping(obj.get("status"))
     return Observed(
-        kind=OWNER_VM, stamp=stamp, stamp_ns=stamp_ns, macs=macs, invalid=invalid, **identity
+        kind=OWNER_VM,
+        stamp=stamp,
+        stamp_ns=stamp_ns,
+        macs=macs,
+        invalid=invalid,
+        migrated_from=migration_source(_mapping(obj.get("metadata")), labels),
+        ready=status.get("ready") is True or status.get("printableStatus") == "Running",
+        **identity,
     )
 
 

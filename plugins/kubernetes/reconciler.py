@@ -24,6 +24,7 @@ and re-exported here.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -40,7 +41,7 @@ from manager.config import Settings
 from manager.db import Database
 from manager.services.owners import Holding, expire_pending_in, subtree_holdings
 from plugins.kubernetes.alignment import ACTOR, Aligner, in_step
-from plugins.kubernetes.broker import OWNER_POD, OWNER_VM
+from plugins.kubernetes.broker import OWNER_POD, OWNER_VM, MigrationLabels
 from plugins.kubernetes.lease import LeaseElector
 from plugins.kubernetes.objects import Observed, is_placeholder, observe_pod, observe_vm
 from plugins.kubernetes.reconciler_process import load_api_client, run
@@ -60,10 +61,6 @@ from plugins.kubernetes.sources import (
 log = logging.getLogger(__name__)
 
 KIND_OF = {VIRTUAL_MACHINES: OWNER_VM, PODS: OWNER_POD}
-OBSERVE: dict[str, Callable[[Mapping[str, Any]], Observed]] = {
-    OWNER_VM: observe_vm,
-    OWNER_POD: observe_pod,
-}
 
 
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -102,6 +99,11 @@ class Reconciler(Aligner):
             )
         self.queue: queue.Queue[Message] = queue.Queue()
         self.objects: dict[str, dict[tuple[str, str], Observed]] = {OWNER_VM: {}, OWNER_POD: {}}
+        labels = MigrationLabels.parse(settings.k8s_migration_labels)
+        self.observe: dict[str, Callable[[Mapping[str, Any]], Observed]] = {
+            OWNER_VM: functools.partial(observe_vm, labels=labels),
+            OWNER_POD: observe_pod,
+        }
         self.watchers: dict[str, Watcher] = {}
         self.synced = False
         self._renewed = 0.0
@@ -246,7 +248,7 @@ class Reconciler(Aligner):
             self.namespaces = {o["metadata"]["name"]: _labels(o) for o in items}
             return
         kind = KIND_OF[resource]
-        observe = OBSERVE[kind]
+        observe = self.observe[kind]
         observed = (observe(item) for item in items)
         self.objects[kind] = {o.key: o for o in observed}
 
@@ -306,7 +308,7 @@ class Reconciler(Aligner):
                     self._align(session, obs)
             return
         kind = KIND_OF[event.resource]
-        obs = OBSERVE[kind](event.object)
+        obs = self.observe[kind](event.object)
         if event.type == "DELETED":
             self.objects[kind].pop(obs.key, None)
             self._release(session, obs)
