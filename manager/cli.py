@@ -12,6 +12,7 @@ import click
 from manager import __version__
 from manager.cli_accounts import token, user
 from manager.cli_allocations import allocate, allocations, confirm, events, mac_command, release
+from manager.cli_migrations import migration
 from manager.cli_pools import pool
 from manager.cli_scopes import scope
 from manager.cli_support import CliContext, handle_errors, pass_ctx
@@ -88,6 +89,7 @@ for _command in (
     allocations,
     mac_command,
     events,
+    migration,
     token,
     user,
 ):

@@ -85,7 +85,13 @@ def release(ctx: CliContext, allocation_id: int, as_json: bool) -> None:
         as_json=as_json,
         text=lambda d: (
             f"Released {d['mac']} from {d['owner_kind']} "
-            f"'{d['owner_name']}' interface '{d['interface']}'."
+            f"'{d['owner_name']}' interface '{d['interface']}'"
+            + (
+                f"; the hand-over was not final, so it went back to {d['returned_to']['owner_kind']}"
+                f" '{d['returned_to']['owner_name']}'."
+                if "returned_to" in d
+                else "."
+            )
         ),
     )
 
@@ -109,6 +115,9 @@ def confirm(ctx: CliContext, allocation_id: int, as_json: bool) -> None:
 @click.option("--owner-kind")
 @click.option("--owner-name")
 @click.option("--state", type=click.Choice(["allocated", "pending", "reserved"]))
+@click.option(
+    "--handover", type=click.Choice(["pending", "final"]), help="Migration hand-over state."
+)
 @click.option("--limit", default=100, show_default=True)
 @json_option
 @pass_ctx
@@ -121,6 +130,7 @@ def allocations(
     owner_kind: str | None,
     owner_name: str | None,
     state: str | None,
+    handover: str | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -130,6 +140,7 @@ def allocations(
             session,
             mac=mac,
             state=state,
+            handover=handover,
             owner_kind=owner_kind,
             owner_name=owner_name,
             pool_id=find_pool(session, pool_ref).id if pool_ref else None,
@@ -146,7 +157,7 @@ def allocations(
                     [
                         a["id"],
                         a["mac"],
-                        a["state"],
+                        a["state"] + (f" (hand-over {a['handover']})" if a["handover"] else ""),
                         a["scope"],
                         f"{a['owner']['kind']}/{a['owner']['name']}",
                         a["interface"],

@@ -282,3 +282,59 @@ def test_every_command_has_help(run: Run) -> None:
     for path in commands:
         result = run(*path, "--help")
         assert "Usage: " in result.output, path
+
+
+def test_migration_check_and_complete(run: Run, tmp_path: Path) -> None:
+    run("db", "upgrade")
+    run("pool", "create", "--name", "lab", "--range", LAB)
+    run("scope", "create", "--kind", "datacenter", "--name", "dc1", "--pool", "lab")
+    run("scope", "create", "--kind", "cluster", "--name", "ocp")
+    run(
+        "allocate",
+        "--scope",
+        "/dc1",
+        "--owner-kind",
+        "ovirt-vm",
+        "--owner-name",
+        "legacy",
+        "--owner-uid",
+        "vm-1",
+        "--interface",
+        "nic1",
+        "--mac",
+        "0a:00:00:00:00:01",
+    )
+    run(
+        "allocate",
+        "--scope",
+        "/dc1",
+        "--owner-kind",
+        "device",
+        "--owner-name",
+        "router",
+        "--interface",
+        "eth0",
+        "--mac",
+        "0a:00:00:00:00:02",
+    )
+    plan = tmp_path / "plan.json"
+    nics = [
+        {"name": "nic1", "mac": "0a:00:00:00:00:01"},
+        {"name": "nic2", "mac": "02:00:00:aa:00:01"},
+    ]
+    plan.write_text(json.dumps({"vms": [{"id": "vm-1", "name": "legacy", "nics": nics}]}))
+    text = run("migration", "check", str(plan), "--scope", "/ocp/team-a").output
+    assert "hand-over" in text and "free" in text and "The plan passes." in text
+    nics.append({"name": "nic3", "mac": "0a:00:00:00:00:02"})
+    plan.write_text(json.dumps([{"id": "vm-1", "name": "legacy", "nics": nics}]))
+    failed = run("migration", "check", str(plan), "--scope", "/ocp/team-a", "--json", code=1)
+    assert [n["status"] for n in _json(failed)["nics"]] == ["hand-over", "free", "conflict"]
+    plan.write_text("{not json")
+    run("migration", "check", str(plan), "--scope", "/ocp/team-a", code=1)
+    plan.write_text(json.dumps({"vms": [{"id": "vm-1", "nics": []}]}))
+    run("migration", "check", str(plan), "--scope", "/ocp/team-a", code=1)
+    assert "0 hand-over(s)" in run("migration", "complete", "--plan", "p1").output
+    run("migration", "complete", "--scope", "/ocp", code=2)
+    run("migration", "complete", code=1)
+    listed = _json(run("allocations", "--handover", "pending", "--json"))
+    assert listed["total"] == 0

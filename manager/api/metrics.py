@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from manager.core.errors import MacPoolError
-from manager.services import list_pools, pool_statistics
+from manager.services import list_pools, pending_handovers, pool_statistics
 from manager.web import state, unit_of_work
 
 ALLOCATIONS = Counter(
@@ -72,7 +72,8 @@ def observe(counter: Counter, histogram: Histogram | None = None) -> Iterator[Ou
 
 
 class PoolCollector(Collector):
-    """Size, allocated and available MACs of every pool, read when Prometheus scrapes."""
+    """Size, allocated and available MACs of every pool, and the pending migration
+    hand-overs, read when Prometheus scrapes."""
 
     def __init__(self, app: Flask) -> None:
         self._app = app
@@ -86,6 +87,11 @@ class PoolCollector(Collector):
                 ("available", "Free MAC addresses in the pool's ranges."),
             )
         }
+        handovers = GaugeMetricFamily(
+            "macpool_handovers_pending",
+            "Migration hand-overs not final yet: MACs that go back to their source VM if "
+            "the migrated copy is deleted.",
+        )
         with self._app.app_context(), unit_of_work() as session:
             for pool in list_pools(session):
                 stats = pool_statistics(session, pool)
@@ -93,7 +99,8 @@ class PoolCollector(Collector):
                 families["size"].add_metric(labels, stats.size)
                 families["allocated"].add_metric(labels, stats.allocated)
                 families["available"].add_metric(labels, stats.available)
-        return list(families.values())
+            handovers.add_metric([], pending_handovers(session))
+        return [*families.values(), handovers]
 
 
 class _Forward(Collector):

@@ -15,9 +15,9 @@ from manager.api.schemas import (
     MigrationCheckRequestSchema,
     MigrationCheckSchema,
 )
-from manager.presenters import allocation_data
+from manager.presenters import allocation_data, migration_check_data, source_vms
 from manager.services import complete_handovers, get_scope
-from manager.services.migration_check import SourceNic, SourceVm, check_migration
+from manager.services.migration_check import check_migration
 from manager.web import unit_of_work
 
 blp = ApiBlueprint(
@@ -36,34 +36,9 @@ class MigrationCheck(MethodView):
     @blp.alt_response(422, schema=ErrorSchema, description="A malformed MAC, VM or scope")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Would these VMs' MACs move into the target scope? Per NIC; writes nothing"""
-        vms = [
-            SourceVm(
-                id=vm["id"],
-                name=vm["name"],
-                nics=[SourceNic(name=n["name"], mac=n["mac"]) for n in vm["nics"]],
-            )
-            for vm in data["vms"]
-        ]
         with unit_of_work() as session:
-            check = check_migration(session, scope=data["scope"], vms=vms)
-        return {
-            "passes": check.passes,
-            "scope": check.scope,
-            "pool": check.pool,
-            "counts": check.counts(),
-            "nics": [
-                {
-                    "vm_id": n.vm_id,
-                    "vm_name": n.vm_name,
-                    "nic": n.nic,
-                    "mac": n.mac,
-                    "status": n.status,
-                    "holders": n.holders,
-                    "message": n.message,
-                }
-                for n in check.nics
-            ],
-        }
+            check = check_migration(session, scope=data["scope"], vms=source_vms(data["vms"]))
+        return migration_check_data(check)
 
 
 @blp.route("/complete")

@@ -128,6 +128,7 @@ def test_pending_handovers_are_listed_and_completed_per_plan(
             mac="0a:00:00:00:00:01",
             handover=Handover(OVIRT_ID, plan="p1", migration="m1"),
         )
+    assert "macpool_handovers_pending 1.0" in client.get("/metrics").text
     listed = client.get("/api/v1/allocations?handover=pending", headers=viewer)
     assert listed.status_code == 200
     [row] = listed.json
@@ -142,6 +143,7 @@ def test_pending_handovers_are_listed_and_completed_per_plan(
     done = client.post("/api/v1/migrations/complete", json={"plan": "p1"}, headers=operator)
     assert done.status_code == 200 and [a["handover"] for a in done.json] == ["final"]
     assert client.get("/api/v1/allocations?handover=pending", headers=viewer).json == []
+    assert "macpool_handovers_pending 0.0" in client.get("/metrics").text
     both = client.post(
         "/api/v1/migrations/complete", json={"plan": "p1", "allocation_id": 1}, headers=operator
     )
