@@ -224,17 +224,26 @@ def custom_rows(
 def _checked(
     reader: CopyReader, process: subprocess.Popen[bytes], errors: IO[bytes], source: str
 ) -> Iterator[CopyRow]:
-    """The reader's rows; at the end, pg_restore's failure (if any) as a clear error."""
-    yield from reader.rows()
-    code = process.wait()
-    if code != 0:
-        errors.seek(0)
-        text = errors.read(_STDERR_SHOWN * 4).decode("utf-8", errors="replace").strip()
-        lines = [ln.removeprefix("pg_restore: ") for ln in text.splitlines() if ln.strip()]
-        shown = "; ".join(lines)[:_STDERR_SHOWN] or f"exit status {code}"
-        raise OvirtExportError(
-            f"pg_restore cannot read this custom-format dump: {shown}.", source=source
-        )
+    """The reader's rows; pg_restore's failure (if any) as a clear error, also when it made
+    its output end in the middle of a table."""
+    try:
+        yield from reader.rows()
+    except OvirtExportError as exc:
+        if process.wait() != 0:
+            raise _failed(process, errors, source) from exc
+        raise
+    if process.wait() != 0:
+        raise _failed(process, errors, source)
+
+
+def _failed(process: subprocess.Popen[bytes], errors: IO[bytes], source: str) -> OvirtExportError:
+    errors.seek(0)
+    text = errors.read(_STDERR_SHOWN * 4).decode("utf-8", errors="replace").strip()
+    lines = [ln.removeprefix("pg_restore: ") for ln in text.splitlines() if ln.strip()]
+    shown = "; ".join(lines)[:_STDERR_SHOWN] or f"exit status {process.returncode}"
+    return OvirtExportError(
+        f"pg_restore cannot read this custom-format dump: {shown}.", source=source
+    )
 
 
 def spill(stream: IO[bytes], folder: Path, *, on_read: Callable[[], None] | None = None) -> Path:
