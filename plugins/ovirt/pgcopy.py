@@ -193,6 +193,8 @@ class CopyReader:
     def _next_copy(self) -> CopyBlock | None:
         """Advance to the next ``COPY`` statement at the start of a line."""
         while True:
+            while len(self._buf) - self._pos < len(b"COPY ") and self._fill():
+                pass
             at_line_start = self._pos == 0 or self._buf[self._pos - 1 : self._pos] == b"\n"
             if not (at_line_start and self._buf.startswith(b"COPY ", self._pos)):
                 if not self._skip_to(b"\nCOPY "):

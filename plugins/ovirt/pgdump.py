@@ -72,13 +72,13 @@ class Bounded:
         *,
         source: str,
         packed: int | None,
-        limit: int = MAX_EXPANDED_BYTES,
+        limit: int | None = None,
         on_read: Callable[[], None] | None = None,
     ) -> None:
         self.inner = inner
         self.source = source
         self.packed = packed
-        self.limit = limit
+        self.limit = MAX_EXPANDED_BYTES if limit is None else limit
         self.on_read = on_read
         self.count = 0
 
