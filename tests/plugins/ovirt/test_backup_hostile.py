@@ -5,12 +5,17 @@ error before anything is written."""
 from __future__ import annotations
 
 import io
+import json
 import lzma
 import tarfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from manager.cli import main
+from manager.db import Database
+from manager.services import bootstrap
 from plugins.ovirt import pgdump
 from plugins.ovirt.backup import is_backup
 from plugins.ovirt.errors import InputTooLarge, OvirtExportError, UnsafeInput
@@ -18,7 +23,7 @@ from plugins.ovirt.generate import DEFAULT_MAC_START
 from plugins.ovirt.generate_backup import DEFAULT_POOL_ID, dump_lines, write_engine_backup
 from plugins.ovirt.reader import read_paths, read_upload
 
-from .conftest import tar_bytes
+from .conftest import IMPORT_DEFAULT_RANGE, tar_bytes
 
 
 def _dump(vms: int = 3, filler_rows: int = 10) -> bytes:
@@ -194,3 +199,29 @@ def test_a_bad_boolean_and_a_bad_range_name_their_rows(tmp_path: Path) -> None:
         OvirtExportError, match=r"\(mac_pool_ranges row 1\): MAC pool 'Default': range end"
     ):
         read_paths([_write(tmp_path, "engine_backup.db", bad_range)])
+
+
+# --- the CLI's progress bars ------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(database: Database, db_url: str, tmp_path: Path) -> dict[str, str]:
+    with database.session(write=True) as session:
+        bootstrap(session, default_range=IMPORT_DEFAULT_RANGE)
+    return {"MACPOOL_DATABASE_URL": db_url, "MACPOOL_DATA_DIR": str(tmp_path)}
+
+
+def test_cli_progress_goes_to_stderr_and_json_stays_clean(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    path = write_engine_backup(tmp_path / "b.tar.xz", vms=20, nics_per_vm=2, filler_rows=10)
+    runner = CliRunner()
+    shown = runner.invoke(main, ["import", "ovirt", str(path), "--progress", "--json"], env=cli_env)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["totals"]["kept"] == 40
+    assert "Reading: 0%" in shown.stderr and "Reading: 100%" in shown.stderr
+    assert "Importing: 100%" in shown.stderr
+    # Not a terminal and no flag: no bar at all.
+    quiet = runner.invoke(main, ["import", "ovirt", str(path), "--json"], env=cli_env)
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert json.loads(quiet.stdout)["totals"]["kept"] == 40
