@@ -232,4 +232,15 @@ def read_upload(filename: str, data: bytes) -> OvirtExport:
     return _finish([read_document(data, source=source, id_hint=_id_hint(source))], [])
 
 
-__all__ = ["Progress", "read_document", "read_paths", "read_upload"]
+def read_upload_file(filename: str, path: Path, *, progress: Progress | None = None) -> OvirtExport:
+    """Read an upload kept in ``path`` as :func:`read_upload` reads its bytes; an engine backup
+    is streamed from the file (with ``progress`` in bytes), never loaded whole."""
+    source = PurePosixPath(filename.replace("\\", "/")).name or "upload"
+    with path.open("rb") as handle:
+        if is_backup(handle):
+            return _finish([read_backup(handle, source=source, path=path, progress=progress)], [])
+        data = handle.read()
+    return read_upload(filename, data)
+
+
+__all__ = ["Progress", "read_document", "read_paths", "read_upload", "read_upload_file"]
