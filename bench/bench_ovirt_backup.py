@@ -105,7 +105,7 @@ def _custom_backup(plain_dump: bytes, folder: Path) -> Path | None:
     with psycopg.connect(target) as conn:
         for block in reader.blocks:
             columns = ", ".join(f"{c} text" for c in block.columns)
-            conn.execute(f"CREATE TABLE {block.table} ({columns})")  # type: ignore[arg-type]
+            conn.execute(f"CREATE TABLE {block.table} ({columns})")
     dump_file = folder / "plain.sql"
     dump_file.write_bytes(plain_dump)
     subprocess.run([psql, "-q", "-v", "ON_ERROR_STOP=1", "-f", str(dump_file), target], check=True)
