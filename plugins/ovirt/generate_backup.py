@@ -111,13 +111,10 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
-def write_engine_backup(path: Path, *, vms: int, nics_per_vm: int, filler_rows: int = 0) -> Path:
-    """Write an ``engine-backup --small-size`` style archive to ``path`` and return it."""
-    packed = io.BytesIO()
-    with lzma.LZMAFile(packed, "wb", preset=1) as out:
-        for line in dump_lines(vms=vms, nics_per_vm=nics_per_vm, filler_rows=filler_rows):
-            out.write(line.encode())
-    dump = packed.getvalue()
+def pack_engine_backup(dump: bytes, path: Path, *, compression: str = "xz") -> Path:
+    """Write ``dump`` as engine-backup packs its database dump: a tar (``compression`` ``xz``,
+    ``gz``, ``bz2`` or ``""``) with ``version``, ``os_version``, ``config``, ``files``, the
+    ``db`` folder holding ``engine_backup.db``, and ``sha256sum``."""
     files = io.BytesIO()
     with tarfile.open(fileobj=files, mode="w:xz") as inner:
         _add(inner, "etc/ovirt-engine/engine.conf.d/10-setup-database.conf", b"ENGINE_DB=x\n")
@@ -131,10 +128,24 @@ def write_engine_backup(path: Path, *, vms: int, nics_per_vm: int, filler_rows: 
     checksums = "".join(
         f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in members.items()
     )
-    with tarfile.open(path, mode="w:xz", preset=1) as archive:
+    mode = f"w:{compression}" if compression else "w"
+    with tarfile.open(path, mode=mode) as archive:  # type: ignore[call-overload]
+        folder = tarfile.TarInfo("./db")
+        folder.type = tarfile.DIRTYPE
+        archive.addfile(folder)
         for name, data in [*members.items(), ("./sha256sum", checksums.encode())]:
             _add(archive, name, data)
     return path
 
 
-__all__ = ["DEFAULT_POOL_ID", "dump_lines", "write_engine_backup"]
+def write_engine_backup(path: Path, *, vms: int, nics_per_vm: int, filler_rows: int = 0) -> Path:
+    """Write an ``engine-backup --small-size`` style archive (tar.xz holding the plain dump
+    through xz) to ``path`` and return it."""
+    packed = io.BytesIO()
+    with lzma.LZMAFile(packed, "wb", preset=1) as out:
+        for line in dump_lines(vms=vms, nics_per_vm=nics_per_vm, filler_rows=filler_rows):
+            out.write(line.encode())
+    return pack_engine_backup(packed.getvalue(), path, compression="xz")
+
+
+__all__ = ["DEFAULT_POOL_ID", "dump_lines", "pack_engine_backup", "write_engine_backup"]

@@ -6,13 +6,16 @@ import io
 import os
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy.orm import Session
 
-from manager.db import Database
+from manager.cli import main
+from manager.db import Base, Database
 from manager.services import bootstrap
 
 _REPO = Path(__file__).resolve().parents[3]
@@ -59,3 +62,25 @@ def import_session(database: Database) -> Iterator[Session]:
         bootstrap(s, default_range=IMPORT_DEFAULT_RANGE)
     with database.session(write=True) as s:
         yield s
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A bootstrapped database (default pool clear of the samples) for the channel tests."""
+    database = Database(db_url)
+    Base.metadata.create_all(database.engine)
+    with database.session(write=True) as session:
+        bootstrap(session, default_range=IMPORT_DEFAULT_RANGE)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def cli(db: Database, db_url: str, tmp_path: Path) -> Callable[..., Any]:
+    """``macpool import ovirt ARGS…`` on ``db``, through click's runner."""
+    env = {"MACPOOL_DATABASE_URL": db_url, "MACPOOL_DATA_DIR": str(tmp_path)}
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(main, ["import", "ovirt", *args], env=env)
+
+    return invoke

@@ -17,20 +17,19 @@ engine-backup (``version``, ``config``, ``files``, ``sha256sum``, ``db/engine_ba
 
 from __future__ import annotations
 
-import hashlib
-import io
 import lzma
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 from dataclasses import dataclass
 from glob import glob
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from plugins.ovirt.generate_backup import pack_engine_backup
 
 from .conftest import SAMPLES
 
@@ -264,31 +263,7 @@ def pg_dump(url: str, out: Path, *, fmt: str) -> Path:
 
 def pack_backup(dump: bytes, out: Path, *, compression: str = "gz") -> Path:
     """An engine-backup archive around ``dump`` (``compression``: gz, bz2, xz or '')."""
-    files = io.BytesIO()
-    with tarfile.open(fileobj=files, mode="w:xz") as inner:
-        _add(inner, "etc/ovirt-engine/engine.conf.d/10-setup-database.conf", b"ENGINE_DB=e\n")
-    members = {
-        "./version": b"4.5.6-1.el9\n",
-        "./os_version": b"el9\n",
-        "./config": b"ENGINE_DB_BACKUP=1\n",
-        "./files": files.getvalue(),
-        "./db/engine_backup.db": dump,
-    }
-    sums = "".join(f"{hashlib.sha256(d).hexdigest()}  {n}\n" for n, d in members.items())
-    mode = f"w:{compression}" if compression else "w"
-    with tarfile.open(out, mode=mode) as archive:  # type: ignore[call-overload]
-        dirs = tarfile.TarInfo("./db")
-        dirs.type = tarfile.DIRTYPE
-        archive.addfile(dirs)
-        for name, data in [*members.items(), ("./sha256sum", sums.encode())]:
-            _add(archive, name, data)
-    return out
-
-
-def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    archive.addfile(info, io.BytesIO(data))
+    return pack_engine_backup(dump, out, compression=compression)
 
 
 def xz(data: bytes) -> bytes:

@@ -8,14 +8,12 @@ import io
 import json
 import lzma
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from manager.cli import main
-from manager.db import Database
-from manager.services import bootstrap
 from plugins.ovirt import pgdump
 from plugins.ovirt.backup import is_backup
 from plugins.ovirt.errors import InputTooLarge, OvirtExportError, UnsafeInput
@@ -23,7 +21,7 @@ from plugins.ovirt.generate import DEFAULT_MAC_START
 from plugins.ovirt.generate_backup import DEFAULT_POOL_ID, dump_lines, write_engine_backup
 from plugins.ovirt.reader import read_paths, read_upload
 
-from .conftest import IMPORT_DEFAULT_RANGE, tar_bytes
+from .conftest import tar_bytes
 
 
 def _dump(vms: int = 3, filler_rows: int = 10) -> bytes:
@@ -204,24 +202,16 @@ def test_a_bad_boolean_and_a_bad_range_name_their_rows(tmp_path: Path) -> None:
 # --- the CLI's progress bars ------------------------------------------------------------
 
 
-@pytest.fixture
-def cli_env(database: Database, db_url: str, tmp_path: Path) -> dict[str, str]:
-    with database.session(write=True) as session:
-        bootstrap(session, default_range=IMPORT_DEFAULT_RANGE)
-    return {"MACPOOL_DATABASE_URL": db_url, "MACPOOL_DATA_DIR": str(tmp_path)}
-
-
 def test_cli_progress_goes_to_stderr_and_json_stays_clean(
-    cli_env: dict[str, str], tmp_path: Path
+    cli: Callable[..., Any], tmp_path: Path
 ) -> None:
     path = write_engine_backup(tmp_path / "b.tar.xz", vms=20, nics_per_vm=2, filler_rows=10)
-    runner = CliRunner()
-    shown = runner.invoke(main, ["import", "ovirt", str(path), "--progress", "--json"], env=cli_env)
+    shown = cli(str(path), "--progress", "--json")
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.stdout)["totals"]["kept"] == 40
     assert "Reading: 0%" in shown.stderr and "Reading: 100%" in shown.stderr
     assert "Importing: 100%" in shown.stderr
     # Not a terminal and no flag: no bar at all.
-    quiet = runner.invoke(main, ["import", "ovirt", str(path), "--json"], env=cli_env)
+    quiet = cli(str(path), "--json")
     assert quiet.exit_code == 0 and quiet.stderr == ""
     assert json.loads(quiet.stdout)["totals"]["kept"] == 40

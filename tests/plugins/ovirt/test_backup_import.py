@@ -5,27 +5,24 @@ reader, the CLI and the REST API."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from click.testing import CliRunner
 from werkzeug.datastructures import FileStorage
 
 from manager.app import create_app
-from manager.cli import main
 from manager.core.actor import Actor, Owner
-from manager.db import Base, Database
-from manager.services import allocate_mac, bootstrap
+from manager.db import Database
+from manager.services import allocate_mac
 from manager.services.auth import create_token
 from plugins.ovirt import pgdump
 from plugins.ovirt.errors import OvirtExportError
 from plugins.ovirt.reader import read_paths, read_upload
 from plugins.ovirt.records import NoticeKind, OvirtExport
 
-from .conftest import IMPORT_DEFAULT_RANGE
 from .engine_backups import (
     C1,
     C2,
@@ -232,26 +229,6 @@ def test_a_dump_older_than_3_6_is_refused(tmp_path: Path) -> None:
 
 
 # --- through the channels -------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    Base.metadata.create_all(database.engine)
-    with database.session(write=True) as session:
-        bootstrap(session, default_range=IMPORT_DEFAULT_RANGE)
-    yield database
-    database.dispose()
-
-
-@pytest.fixture
-def cli(db: Database, db_url: str, tmp_path: Path) -> Callable[..., Any]:
-    env = {"MACPOOL_DATABASE_URL": db_url, "MACPOOL_DATA_DIR": str(tmp_path)}
-
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(main, ["import", "ovirt", *args], env=env)
-
-    return invoke
 
 
 def test_cli_dry_run_apply_and_reimport(
