@@ -92,9 +92,11 @@ def _run(
         try:
             report = _import(job_id, actor, path=path, filename=filename, options=options)
         except MacPoolError as exc:
+            path.unlink(missing_ok=True)  # an unreadable or refused upload is not kept
             _finish(job_id, error=exc.message, error_status=_status(exc))
         except Exception:
             log.exception("oVirt import job %s failed", job_id)
+            path.unlink(missing_ok=True)
             _finish(
                 job_id,
                 error="The import failed because of an internal error; nothing was written. "

@@ -24,7 +24,7 @@ from typing import IO
 from plugins.ovirt import xmlsafe
 from plugins.ovirt.archives import checked_tar_member, safe_member_name
 from plugins.ovirt.engine_db import TABLES, EngineTables
-from plugins.ovirt.errors import InputTooLarge, OvirtExportError
+from plugins.ovirt.errors import InputTooLarge, OvirtExportError, UnsafeInput
 from plugins.ovirt.pgdump import (
     CUSTOM,
     Bounded,
@@ -189,6 +189,8 @@ def _read_archive(stream: IO[bytes], *, source: str, tmp: Path, meter: _Meter) -
             name = checked_tar_member(info, source=source)
             if name != DUMP_MEMBER:
                 continue
+            if export is not None:
+                raise UnsafeInput(f"the archive holds {DUMP_MEMBER} twice.", source=source)
             member = archive.extractfile(info)
             if member is None:  # pragma: no cover - a regular file always has a stream
                 continue

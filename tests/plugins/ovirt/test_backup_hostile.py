@@ -138,6 +138,18 @@ def test_the_dump_itself_as_a_link_is_refused(tmp_path: Path) -> None:
         read_paths([_write(tmp_path, "b.tar", buffer.getvalue())])
 
 
+def test_two_dumps_in_one_archive_are_refused(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for _ in range(2):
+            data = _dump()
+            member = tarfile.TarInfo("./db/engine_backup.db")
+            member.size = len(data)
+            archive.addfile(member, io.BytesIO(data))
+    with pytest.raises(UnsafeInput, match=r"holds db/engine_backup\.db twice"):
+        read_paths([_write(tmp_path, "b.tar", buffer.getvalue())])
+
+
 def test_decompression_bomb_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pgdump, "RATIO_FLOOR", 1024 * 1024)
     header = b"--\n-- PostgreSQL database dump\n--\n\nCOPY public.audit_log (a) FROM stdin;\n"

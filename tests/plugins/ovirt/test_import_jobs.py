@@ -23,7 +23,7 @@ from tests.ui.conftest import csrf_token, login_as
 
 from .conftest import tar_bytes
 from .factories import counts
-from .test_import_ui import PAGE, _app, _next, _text, _token, _upload
+from .test_import_ui import PAGE, _app, _kept_files, _next, _text, _token, _upload
 
 JOB_URL = re.compile(r"/import/ovirt/jobs/([A-Za-z0-9_-]+)$")
 REFRESH = '<meta http-equiv="refresh"'
@@ -161,6 +161,8 @@ def test_a_broken_backup_fails_the_job_with_its_error(client: FlaskClient, app: 
     assert page.status_code == 422
     assert "engine.tar.gz!db/engine_backup.db: not a PostgreSQL dump" in _text(page)
     assert _counts(app) == before
+    # A broken upload leaves nothing behind.
+    assert _kept_files(app) == []
 
 
 def test_an_interrupted_job_says_so(client: FlaskClient, app: Flask) -> None:
