@@ -104,7 +104,7 @@ def test_the_status_page_refreshes_and_shows_progress(client: FlaskClient, app: 
     with state(app).database.session(write=True) as s:
         record_progress(s, job_id, phase="reading", done=512 * 1024, total=2048 * 1024)
     page = _text(client.get(f"{PAGE}/jobs/{job_id}"))
-    assert REFRESH in page and "Reading the upload" in page and "25%" in page
+    assert REFRESH in page and "Reading the upload" in page and "25% (0.5 of 2.0 MiB)" in page
     assert 'role="progressbar"' in page and 'aria-valuenow="524288"' in page
     assert "big.tar.gz" in page and "Dry run: nothing will be written." in page
     with state(app).database.session(write=True) as s:
