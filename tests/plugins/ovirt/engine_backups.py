@@ -31,9 +31,9 @@ import pytest
 
 from plugins.ovirt.generate_backup import pack_engine_backup
 
-from .conftest import SAMPLES
+from .conftest import sample
 
-SCHEMA = SAMPLES / "sql" / "mac-pools-schema-excerpt.sql"
+SCHEMA = "sql/mac-pools-schema-excerpt.sql"
 VERSIONS = ("3.6", "4.0", "4.2", "4.5")
 DEFAULT_POOL = "58ca604b-017d-0374-0220-00000000014e"
 UPGRADED_DEFAULT_POOL = "1f0c9a2e-8d3b-11e5-9b7a-525400a1b2c3"
@@ -76,7 +76,7 @@ def postgres_url() -> str:
 
 def excerpt_statements() -> list[str]:
     """The SQL statements of the shared schema excerpt, comments removed."""
-    text = re.sub(r"--[^\n]*", "", SCHEMA.read_text())
+    text = re.sub(r"--[^\n]*", "", sample(SCHEMA).read_text())
     return [s.strip() for s in text.split(";") if s.strip()]
 
 
