@@ -12,11 +12,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from manager.app import create_app
 from manager.cli import main
+from manager.core.actor import Actor
 from manager.db import Base, Database
 from manager.services import bootstrap
+from manager.services.auth import create_token
+from manager.web import state
 
 _REPO = Path(__file__).resolve().parents[3]
 #: shared/ sits beside the repository (locally and in CI); MACPOOL_SHARED_DIR overrides it.
@@ -84,3 +89,22 @@ def cli(db: Database, db_url: str, tmp_path: Path) -> Callable[..., Any]:
         return CliRunner().invoke(main, ["import", "ovirt", *args], env=env)
 
     return invoke
+
+
+@pytest.fixture
+def client(db: Database, db_url: str, tmp_path: Path) -> Iterator[FlaskClient]:
+    """A test client of an app with the oVirt plugin on ``db`` (REST API tests)."""
+    app = create_app({"database_url": db_url, "data_dir": str(tmp_path), "plugins": "ovirt"})
+    yield app.test_client()
+    state(app).database.dispose()
+
+
+@pytest.fixture
+def headers(db: Database) -> dict[str, dict[str, str]]:
+    """Bearer-token headers per role."""
+    found = {}
+    with db.session(write=True) as session:
+        for role in ("viewer", "operator", "admin"):
+            _, token = create_token(session, Actor("tests"), name=role, role=role)
+            found[role] = {"Authorization": f"Bearer {token}"}
+    return found

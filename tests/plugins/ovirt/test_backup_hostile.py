@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
 
+from manager.db import Database
 from plugins.ovirt import pgdump
 from plugins.ovirt.backup import is_backup
 from plugins.ovirt.errors import InputTooLarge, OvirtExportError, UnsafeInput
@@ -22,6 +24,8 @@ from plugins.ovirt.generate_backup import DEFAULT_POOL_ID, dump_lines, write_eng
 from plugins.ovirt.reader import read_paths, read_upload
 
 from .conftest import tar_bytes
+from .factories import counts
+from .test_import_channels import _post
 
 
 def _dump(vms: int = 3, filler_rows: int = 10) -> bytes:
@@ -227,3 +231,39 @@ def test_cli_progress_goes_to_stderr_and_json_stays_clean(
     quiet = cli(str(path), "--json")
     assert quiet.exit_code == 0 and quiet.stderr == ""
     assert json.loads(quiet.stdout)["totals"]["kept"] == 40
+
+
+# --- the REST API ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("members", "status", "words"),
+    [
+        ({"./db/engine_backup.db": b"not a dump"}, 422, "engine.tar.gz!db/engine_backup.db: not a"),
+        ({"./db/engine_backup.db": _dump(), "../evil": b"x"}, 422, "would escape"),
+    ],
+)
+def test_api_refuses_hostile_backups_and_writes_nothing(
+    client: FlaskClient,
+    db: Database,
+    headers: dict[str, dict[str, str]],
+    members: dict[str, bytes],
+    status: int,
+    words: str,
+) -> None:
+    with db.session() as s:
+        before = counts(s)
+    response = _post(client, headers["admin"], "engine.tar.gz", _backup(members), dry_run="false")
+    assert response.status_code == status, response.get_json()
+    assert words in response.get_json()["message"]
+    with db.session() as s:
+        assert counts(s) == before
+
+
+def test_api_applies_a_backup(
+    client: FlaskClient, db: Database, headers: dict[str, dict[str, str]]
+) -> None:
+    data = _backup({"./db/engine_backup.db": _dump(vms=4)})
+    response = _post(client, headers["admin"], "engine.tar.gz", data, dry_run="false")
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["applied"] and response.get_json()["totals"]["kept"] == 8

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +15,7 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from manager.app import create_app
-from manager.core.actor import Actor
 from manager.db import Database
-from manager.services.auth import create_token
-from manager.web import state
 from plugins.ovirt.generate import vm_ovf
 from plugins.ovirt.web import MAX_UPLOAD_KEY
 
@@ -117,23 +113,6 @@ def test_cli_refuses_hostile_input(
 
 
 # --- REST API -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def client(db: Database, db_url: str, tmp_path: Path) -> Iterator[FlaskClient]:
-    app = create_app({"database_url": db_url, "data_dir": str(tmp_path), "plugins": "ovirt"})
-    yield app.test_client()
-    state(app).database.dispose()
-
-
-@pytest.fixture
-def headers(db: Database) -> dict[str, dict[str, str]]:
-    found = {}
-    with db.session(write=True) as session:
-        for role in ("viewer", "operator", "admin"):
-            _, token = create_token(session, Actor("tests"), name=role, role=role)
-            found[role] = {"Authorization": f"Bearer {token}"}
-    return found
 
 
 def _post(client: FlaskClient, headers: dict[str, str], name: str, data: bytes, **form: str) -> Any:
