@@ -265,12 +265,46 @@ class LoginFailure(Base):
     __table_args__ = (Index("ix_login_failures_key_failed_at", "key", "failed_at"),)
 
 
+class ImportJob(Base):
+    """A long import running in the background (e.g. an oVirt engine backup uploaded in the
+    UI), kept here so that every worker and replica shows the same status page.
+
+    ``id`` is a random token (it is in the status page's URL); ``owner`` is the user who
+    started it, the only one who may see it. ``updated_at`` is the job's heartbeat: a running
+    job whose heartbeat stopped is reported as interrupted. ``result`` holds the finished
+    report, ``error`` the message of a failed job.
+    """
+
+    __tablename__ = "import_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    owner: Mapped[str] = mapped_column(String(255))
+    filename: Mapped[str] = mapped_column(String(255), default="")
+    upload: Mapped[str] = mapped_column(String(64), default="")
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    phase: Mapped[str] = mapped_column(String(32), default="")
+    done: Mapped[int] = mapped_column(default=0)
+    total: Mapped[int] = mapped_column(default=0)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'running', 'done', 'failed')", name="state_valid"),
+    )
+
+
 __all__ = [
     "Allocation",
     "ApiToken",
     "AuditEvent",
     "ClusterState",
     "HeldMac",
+    "ImportJob",
     "LoginFailure",
     "Pool",
     "PoolChange",

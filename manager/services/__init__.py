@@ -23,6 +23,13 @@ from manager.services.audit import list_events, record_event
 from manager.services.bootstrap import bootstrap
 from manager.services.common import Page
 from manager.services.handovers import complete_handovers, describe_source, pending_handovers
+from manager.services.jobs import (
+    finish_job,
+    get_job,
+    is_interrupted,
+    record_progress,
+    start_job,
+)
 from manager.services.pools import (
     PoolStats,
     add_range,
@@ -78,10 +85,13 @@ __all__ = [
     "expire_pending",
     "find_allocations",
     "find_pool_by_name",
+    "finish_job",
     "get_allocation",
     "get_default_pool",
+    "get_job",
     "get_pool",
     "get_scope",
+    "is_interrupted",
     "list_duplicates",
     "list_events",
     "list_pools",
@@ -91,10 +101,12 @@ __all__ = [
     "pending_handovers",
     "pool_statistics",
     "record_event",
+    "record_progress",
     "release_allocation",
     "release_owner",
     "remove_range",
     "resolve_pool",
+    "start_job",
     "update_pool",
     "update_scope",
 ]

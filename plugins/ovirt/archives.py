@@ -88,6 +88,21 @@ def _tar_type(info: tarfile.TarInfo) -> str:
     return "not a regular file"
 
 
+def checked_tar_member(info: tarfile.TarInfo, *, source: str) -> str | None:
+    """A tar member's safe name, ``None`` for a directory; links, devices and escaping names
+    refuse the whole archive."""
+    name = safe_member_name(info.name, source=source)
+    if info.isdir():
+        return None
+    if not info.isreg():
+        raise UnsafeInput(
+            f"archive member '{name}' is {_tar_type(info)}; only regular files and "
+            "directories are accepted.",
+            source=source,
+        )
+    return name
+
+
 def _read_tar(
     fileobj: IO[bytes], *, source: str, wanted: Callable[[str], bool], budget: Budget
 ) -> list[Member]:
@@ -102,15 +117,9 @@ def _read_tar(
         while (info := archive.next()) is not None:
             count += 1
             _count(count, source=source)
-            name = safe_member_name(info.name, source=source)
-            if info.isdir():
+            name = checked_tar_member(info, source=source)
+            if name is None:
                 continue
-            if not info.isreg():
-                raise UnsafeInput(
-                    f"archive member '{name}' is {_tar_type(info)}; only regular files and "
-                    "directories are accepted.",
-                    source=source,
-                )
             # Plain tars skip unwanted members by seeking, compressed ones by decompressing.
             if not compressed and info.offset_data + info.size > length:
                 raise OvirtExportError(
@@ -185,4 +194,11 @@ def read_archive(
         ) from exc
 
 
-__all__ = ["Budget", "Member", "archive_kind", "read_archive", "safe_member_name"]
+__all__ = [
+    "Budget",
+    "Member",
+    "archive_kind",
+    "checked_tar_member",
+    "read_archive",
+    "safe_member_name",
+]

@@ -16,9 +16,6 @@ from plugins.ovirt.importer import ImportOptions, ImportRefused, run_import
 from plugins.ovirt.reader import read_paths
 from plugins.ovirt.report import ImportReport, render_text
 
-#: Above this many NICs a progress bar is shown even when stderr is not a terminal.
-PROGRESS_THRESHOLD = 1000
-
 
 class _Bar:
     """A ``progress(done, total)`` callback drawing a click progress bar on stderr."""
@@ -40,10 +37,30 @@ class _Bar:
             self.bar.__exit__(None, None, None)
 
 
+class _Lines:
+    """Progress for a log file (``--progress`` when stderr is no terminal): a line on stderr
+    at every tenth of the way."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        tenth = done * 10 // max(total, 1)
+        if tenth > self.shown:
+            self.shown = tenth
+            click.echo(f"{self.label}: {tenth * 10}%", err=True)
+
+    def close(self) -> None:
+        return None
+
+
 @contextmanager
-def _progress(label: str, *, wanted: bool) -> Iterator[_Bar | None]:
-    """A progress bar while the block runs, or ``None`` when not wanted."""
-    bar = _Bar(label) if wanted else None
+def _progress(label: str, *, wanted: bool) -> Iterator[_Bar | _Lines | None]:
+    """A progress bar (lines when stderr is no terminal) while the block runs, or ``None``."""
+    bar: _Bar | _Lines | None = None
+    if wanted:
+        bar = _Bar(label) if _stderr_is_tty() else _Lines(label)
     try:
         yield bar
     finally:
@@ -81,6 +98,12 @@ def import_group() -> None:
     metavar="PATH",
     help="Scope for VMs whose cluster is not in the export (single OVFs, OVAs).",
 )
+@click.option(
+    "--progress/--no-progress",
+    "show_progress",
+    default=None,
+    help="Progress bars on stderr (default: when stderr is a terminal).",
+)
 @json_option
 @pass_ctx
 @handle_errors
@@ -90,19 +113,20 @@ def import_ovirt(
     apply_: bool,
     reassign_bad_macs: bool,
     scope: str | None,
+    show_progress: bool | None,
     as_json: bool,
 ) -> None:
     """Import oVirt exports: .ovf files, .ova archives, export storage domains, OVF_STORE
-    archives, REST API exports (XML or JSON).
+    archives, REST API exports (XML or JSON), engine-backup archives and engine database
+    dumps (engine_backup.db, plain or custom pg_dump format).
 
     Dry run by default: prints what would be imported, per VM and NIC (kept, new,
     reassigned, external, conflict). Exit status 1 when the import is (or would be) refused.
     """
-    tty = _stderr_is_tty()
-    with _progress("Reading", wanted=tty) as progress:
+    wanted = _stderr_is_tty() if show_progress is None else show_progress
+    with _progress("Reading", wanted=wanted) as progress:
         export = read_paths(list(paths), progress=progress)
     options = ImportOptions(dry_run=not apply_, reassign_bad_macs=reassign_bad_macs, scope=scope)
-    wanted = tty or export.nic_count > PROGRESS_THRESHOLD
     try:
         with ctx.session(write=True) as session, _progress("Importing", wanted=wanted) as bar:
             report = run_import(

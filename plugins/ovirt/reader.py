@@ -3,8 +3,9 @@
 
 Each input's kind is detected, never trusted from its name alone: a directory is an export
 storage domain (``master/vms/<id>/<id>.ovf``) or a folder of export files; a file is an
-archive (tar, ``.ova``, OVF_STORE, zip) by its magic bytes, else XML (OVF by its
-``<Envelope>`` root, else a REST API export) or JSON by its first character.
+engine-backup archive or engine database dump (:mod:`~plugins.ovirt.backup`), an archive
+(tar, ``.ova``, OVF_STORE, zip) by its magic bytes, else XML (OVF by its ``<Envelope>`` root,
+else a REST API export) or JSON by its first character.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from plugins.ovirt import xmlsafe
 from plugins.ovirt.api import read_api_json, read_api_tree
 from plugins.ovirt.api_tree import xml_tree
 from plugins.ovirt.archives import Budget, archive_kind, read_archive
+from plugins.ovirt.backup import is_backup, read_backup
 from plugins.ovirt.errors import OvirtExportError
 from plugins.ovirt.ovf import read_ovf_root
 from plugins.ovirt.records import Notice, NoticeKind, OvirtExport, merge_exports
@@ -99,10 +101,16 @@ def _read_members(fileobj: IO[bytes], *, source: str, budget: Budget) -> OvirtEx
     )
 
 
-def _read_file(path: Path, *, budget: Budget, id_hint: str | None = None) -> OvirtExport:
+def _read_file(
+    path: Path, *, budget: Budget, id_hint: str | None = None, progress: Progress | None = None
+) -> OvirtExport:
     source = str(path)
     try:
         with path.open("rb") as handle:
+            if is_backup(handle):
+                return read_backup(handle, source=source, path=path, progress=progress)
+            if progress is not None:
+                progress(0, 1)
             if archive_kind(handle.read(512)):
                 handle.seek(0)
                 return _read_members(handle, source=source, budget=budget)
@@ -194,6 +202,12 @@ def read_paths(paths: Sequence[Path], *, progress: Progress | None = None) -> Ov
     """
     items, notices = _plan([Path(p) for p in paths])
     budget = Budget()
+    if len(items) == 1 and progress is not None:
+        # One file: an engine backup reports its bytes; any other file is one document.
+        path, id_hint = items[0]
+        return _finish(
+            [_read_file(path, budget=budget, id_hint=id_hint, progress=progress)], notices
+        )
     parts = []
     if progress is not None:
         progress(0, len(items))
@@ -208,6 +222,9 @@ def read_upload(filename: str, data: bytes) -> OvirtExport:
     """Read an uploaded export: one document, or a tar/.ova/.tar.gz/zip archive (an OVA, an
     OVF_STORE, an export domain tree or a bundle of API exports)."""
     source = PurePosixPath(filename.replace("\\", "/")).name or "upload"
+    upload = io.BytesIO(data)
+    if is_backup(upload):
+        return _finish([read_backup(upload, source=source)], [])
     budget = Budget()
     if archive_kind(data[:512]):
         return _finish([_read_members(io.BytesIO(data), source=source, budget=budget)], [])
@@ -215,4 +232,15 @@ def read_upload(filename: str, data: bytes) -> OvirtExport:
     return _finish([read_document(data, source=source, id_hint=_id_hint(source))], [])
 
 
-__all__ = ["Progress", "read_document", "read_paths", "read_upload"]
+def read_upload_file(filename: str, path: Path, *, progress: Progress | None = None) -> OvirtExport:
+    """Read an upload kept in ``path`` as :func:`read_upload` reads its bytes; an engine backup
+    is streamed from the file (with ``progress`` in bytes), never loaded whole."""
+    source = PurePosixPath(filename.replace("\\", "/")).name or "upload"
+    with path.open("rb") as handle:
+        if is_backup(handle):
+            return _finish([read_backup(handle, source=source, path=path, progress=progress)], [])
+        data = handle.read()
+    return read_upload(filename, data)
+
+
+__all__ = ["Progress", "read_document", "read_paths", "read_upload", "read_upload_file"]

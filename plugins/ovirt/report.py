@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from plugins.ovirt.errors import locate
-from plugins.ovirt.records import Notice
+from plugins.ovirt.records import Notice, NoticeKind
 
 
 class NicStatus(StrEnum):
@@ -139,6 +139,32 @@ class ImportReport:
             "vms": [{**asdict(vm), "nics": [_nic_dict(n) for n in vm.nics]} for vm in self.vms],
             "warnings": [_notice_dict(n) for n in self.warnings],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportReport:
+        """The report back from :meth:`to_dict` (a background job keeps it as JSON)."""
+        return cls(
+            dry_run=bool(data["dry_run"]),
+            reassign_bad_macs=bool(data["reassign_bad_macs"]),
+            applied=bool(data["applied"]),
+            pools=[PoolOutcome(**p) for p in data["pools"]],
+            scopes=[ScopeOutcome(**s) for s in data["scopes"]],
+            vms=[
+                VmOutcome(**{**vm, "nics": [_nic_of(n) for n in vm["nics"]]}) for vm in data["vms"]
+            ],
+            warnings=[Notice(**{**w, "kind": NoticeKind(w["kind"])}) for w in data["warnings"]],
+        )
+
+
+def _nic_of(data: dict[str, Any]) -> NicOutcome:
+    reason = data.get("reason")
+    return NicOutcome(
+        **{
+            **data,
+            "status": NicStatus(data["status"]),
+            "reason": None if reason is None else BadReason(reason),
+        }
+    )
 
 
 def _nic_dict(nic: NicOutcome) -> dict[str, Any]:

@@ -14,20 +14,33 @@ holds newer uploads, and an hour after it was uploaded.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import IO
 
-from flask import Blueprint, Flask, render_template, request, session
+from flask import (
+    Blueprint,
+    Flask,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from manager.core.errors import MacPoolError
-from manager.services import list_scopes
+from manager.services import get_job, is_interrupted, list_scopes
 from manager.web import settings, unit_of_work
+from plugins.ovirt.background import IMPORTING, READING, start_background_import
+from plugins.ovirt.backup import is_backup
 from plugins.ovirt.importer import ImportOptions, ImportRefused, run_import
 from plugins.ovirt.reader import read_upload
 from plugins.ovirt.records import OvirtExport
@@ -53,6 +66,15 @@ _TOKEN = re.compile(r"[A-Za-z0-9_-]{32}")
 FIELDS = ("file", "scope")
 #: VMs listed in the report table; the totals always count all of them.
 VM_ROWS = 500
+#: Uploads larger than this (and every engine backup) are imported in the background.
+BACKGROUND_BYTES = 32 * 1024 * 1024
+#: Seconds between two refreshes of a running job's status page.
+REFRESH_SECONDS = 2
+PHASES = {"queued": "Queued", READING: "Reading the upload", IMPORTING: "Importing"}
+INTERRUPTED = (
+    "The import was interrupted (the server process running it stopped); nothing was written. "
+    "Upload the file again."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +249,8 @@ def upload() -> ResponseReturnValue:
     filename = PurePosixPath(file.filename.replace("\\", "/")).name[:255] or "upload"
     if len(data) > max_upload():
         raise RequestEntityTooLarge()
+    if runs_in_background(io.BytesIO(data), len(data)):
+        return _start_job(store_upload(filename, data), options)
     try:
         export = read_upload(filename, data)
     except MacPoolError as exc:
@@ -249,7 +273,11 @@ def _kept_upload(*, dry_run: bool) -> ResponseReturnValue:
         )
         return _render(form, status=410)
     # The importer runs again on the kept bytes: the apply never replays a dry-run report.
-    export = read_upload(stored.filename, stored.path.read_bytes())
+    with stored.path.open("rb") as handle:
+        if runs_in_background(handle, os.fstat(handle.fileno()).st_size):
+            return _start_job(stored, options)
+        data = handle.read()
+    export = read_upload(stored.filename, data)
     return _run(stored, export, options, form)
 
 
@@ -265,6 +293,50 @@ def review() -> ResponseReturnValue:
 def apply() -> ResponseReturnValue:
     """Import the kept upload for real: the importer runs again, all or nothing."""
     return _kept_upload(dry_run=False)
+
+
+def runs_in_background(handle: IO[bytes], size: int) -> bool:
+    """Engine backups and large uploads are imported in the background, with a status page;
+    small exports within the request."""
+    return size > BACKGROUND_BYTES or is_backup(handle)
+
+
+def _start_job(stored: StoredUpload, options: ImportOptions) -> ResponseReturnValue:
+    job_id = start_background_import(
+        current_app._get_current_object(),  # type: ignore[attr-defined]
+        ui_actor(),
+        path=stored.path,
+        upload=stored.token,
+        filename=stored.filename,
+        options=options,
+    )
+    return redirect(url_for("ovirt_ui.job", job_id=job_id), 303)
+
+
+@bp.get("/ovirt/jobs/<job_id>")
+@requires("operator")
+def job(job_id: str) -> ResponseReturnValue:
+    """A background import: its phase and progress while it runs (the page refreshes itself),
+    then its report with the next step, like a dry run done within the request."""
+    with unit_of_work() as db:
+        try:
+            found = get_job(db, ui_actor(), job_id)
+        except MacPoolError as exc:
+            return error_page(status_of(exc), exc.message)
+        interrupted = is_interrupted(found)
+        if found.state in ("queued", "running") and not interrupted:
+            return render_template(
+                "ovirt/job.html", job=found, refresh=REFRESH_SECONDS, phases=PHASES
+            )
+        options = ImportOptions(**found.options)
+        error, status, result, upload = found.error, found.error_status, found.result, found.upload
+    form = _form_of(options)
+    if interrupted or error is not None or result is None:
+        form.errors[FORM] = INTERRUPTED if interrupted else (error or INTERRUPTED)
+        return _render(form, status=status or 500)
+    report = ImportReport.from_dict(result)
+    stored = None if report.applied else find_upload(upload)
+    return _render(form, report=report, stored=stored)
 
 
 def init_app(app: Flask) -> None:

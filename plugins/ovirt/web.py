@@ -98,7 +98,10 @@ class ImportUploadSchema(ImportFlagsSchema):
 
     file = Upload(
         required=True,
-        metadata={"description": "An .ovf, .ova, tar/zip (export domain, OVF_STORE) or API export"},
+        metadata={
+            "description": "An .ovf, .ova, tar/zip (export domain, OVF_STORE), API export, "
+            "engine-backup archive or engine_backup.db (plain or custom pg_dump)"
+        },
     )
 
 

@@ -6,14 +6,22 @@ import io
 import os
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
-from manager.db import Database
+from manager.app import create_app
+from manager.cli import main
+from manager.core.actor import Actor
+from manager.db import Base, Database
 from manager.services import bootstrap
+from manager.services.auth import create_token
+from manager.web import state
 
 _REPO = Path(__file__).resolve().parents[3]
 #: shared/ sits beside the repository (locally and in CI); MACPOOL_SHARED_DIR overrides it.
@@ -59,3 +67,44 @@ def import_session(database: Database) -> Iterator[Session]:
         bootstrap(s, default_range=IMPORT_DEFAULT_RANGE)
     with database.session(write=True) as s:
         yield s
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A bootstrapped database (default pool clear of the samples) for the channel tests."""
+    database = Database(db_url)
+    Base.metadata.create_all(database.engine)
+    with database.session(write=True) as session:
+        bootstrap(session, default_range=IMPORT_DEFAULT_RANGE)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def cli(db: Database, db_url: str, tmp_path: Path) -> Callable[..., Any]:
+    """``macpool import ovirt ARGS…`` on ``db``, through click's runner."""
+    env = {"MACPOOL_DATABASE_URL": db_url, "MACPOOL_DATA_DIR": str(tmp_path)}
+
+    def invoke(*args: str) -> Any:
+        return CliRunner().invoke(main, ["import", "ovirt", *args], env=env)
+
+    return invoke
+
+
+@pytest.fixture
+def client(db: Database, db_url: str, tmp_path: Path) -> Iterator[FlaskClient]:
+    """A test client of an app with the oVirt plugin on ``db`` (REST API tests)."""
+    app = create_app({"database_url": db_url, "data_dir": str(tmp_path), "plugins": "ovirt"})
+    yield app.test_client()
+    state(app).database.dispose()
+
+
+@pytest.fixture
+def headers(db: Database) -> dict[str, dict[str, str]]:
+    """Bearer-token headers per role."""
+    found = {}
+    with db.session(write=True) as session:
+        for role in ("viewer", "operator", "admin"):
+            _, token = create_token(session, Actor("tests"), name=role, role=role)
+            found[role] = {"Authorization": f"Bearer {token}"}
+    return found

@@ -6,27 +6,20 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from flask.testing import FlaskClient
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
-from manager.app import create_app
-from manager.cli import main
-from manager.core.actor import Actor
-from manager.db import Base, Database
-from manager.services import bootstrap
-from manager.services.auth import create_token
-from manager.web import state
+from manager.db import Database
 from plugins.ovirt.generate import vm_ovf
 from plugins.ovirt.web import MAX_UPLOAD_KEY
 
-from .conftest import IMPORT_DEFAULT_RANGE, sample, tar_bytes
+from .conftest import sample, tar_bytes
 from .factories import counts
 
 VM_ID = "33333333-3333-4333-8333-333333333333"
@@ -65,32 +58,12 @@ HOSTILE: dict[str, tuple[str, bytes, str]] = {
 }
 
 
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    Base.metadata.create_all(database.engine)
-    with database.session(write=True) as session:
-        bootstrap(session, default_range=IMPORT_DEFAULT_RANGE)
-    yield database
-    database.dispose()
-
-
 def _counts(db: Database) -> dict[str, int]:
     with db.session() as session:
         return counts(session)
 
 
 # --- CLI ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli(db: Database, db_url: str, tmp_path: Path) -> Callable[..., Any]:
-    env = {"MACPOOL_DATABASE_URL": db_url, "MACPOOL_DATA_DIR": str(tmp_path)}
-
-    def invoke(*args: str) -> Any:
-        return CliRunner().invoke(main, ["import", "ovirt", *args], env=env)
-
-    return invoke
 
 
 def test_cli_dry_run_then_apply(cli: Callable[..., Any], db: Database, tmp_path: Path) -> None:
@@ -140,23 +113,6 @@ def test_cli_refuses_hostile_input(
 
 
 # --- REST API -----------------------------------------------------------------------------
-
-
-@pytest.fixture
-def client(db: Database, db_url: str, tmp_path: Path) -> Iterator[FlaskClient]:
-    app = create_app({"database_url": db_url, "data_dir": str(tmp_path), "plugins": "ovirt"})
-    yield app.test_client()
-    state(app).database.dispose()
-
-
-@pytest.fixture
-def headers(db: Database) -> dict[str, dict[str, str]]:
-    found = {}
-    with db.session(write=True) as session:
-        for role in ("viewer", "operator", "admin"):
-            _, token = create_token(session, Actor("tests"), name=role, role=role)
-            found[role] = {"Authorization": f"Bearer {token}"}
-    return found
 
 
 def _post(client: FlaskClient, headers: dict[str, str], name: str, data: bytes, **form: str) -> Any:
