@@ -281,3 +281,53 @@ def test_error_page_style(server: tuple[str, Flask], page: Page) -> None:
     page.goto(f"{base}/no-such-page")
     expect(page.get_by_role("heading", name="Not found")).to_be_visible()
     shot(page, "not-found")
+
+
+def test_migration_hand_over_history_check_and_completion(
+    server: tuple[str, Flask], page: Page
+) -> None:
+    """An imported oVirt VM's MAC taken over by its KubeVirt copy: the check, the MAC's
+    history (imported → handed over → final) and completing the hand-over."""
+    from manager.core.actor import Owner
+    from manager.services import Handover, allocate_mac, create_scope
+
+    base, app = server
+    mac = "02:00:00:00:88:01"
+    with app_session(app) as s:
+        create_scope(s, Actor("t"), kind="datacenter", name="dc-mig")
+        cluster = create_scope(s, Actor("t"), kind="cluster", name="ocp-mig")
+        create_scope(s, Actor("t"), kind="namespace", name="apps", parent=cluster.id)
+        allocate_mac(
+            s,
+            Actor("ovirt-import"),
+            scope="/dc-mig",
+            owner=Owner("ovirt-vm", "erp", "vm-erp"),
+            interface="nic1",
+            mac=mac,
+        )
+    login(page, base, "operator")
+    page.get_by_role("link", name="Migrations").click()
+    page.get_by_label("Target scope").fill("/ocp-mig/apps")
+    plan = '{"vms": [{"id": "vm-erp", "name": "erp", "nics": [{"name": "nic1", "mac": "%s"}]}]}'
+    page.get_by_label("Source VMs (JSON)").fill(plan % mac)
+    page.get_by_role("button", name="Check").click()
+    expect(page.get_by_role("heading", name="The plan passes")).to_be_visible()
+    expect(page.get_by_role("cell", name="hand-over")).to_be_visible()
+    shot(page, "migration-check")
+    with app_session(app) as s:
+        allocate_mac(
+            s,
+            Actor("kubernetes-webhook"),
+            scope="/ocp-mig/apps",
+            owner=Owner("vm", "erp"),
+            interface="default",
+            mac=mac,
+            handover=Handover("vm-erp", plan="plan-erp"),
+        )
+    page.goto(f"{base}/macs/{mac}")
+    expect(page.get_by_role("heading", name="Migration hand-over pending")).to_be_visible()
+    expect(page.locator("ol.history")).to_contain_text("Handed over from ovirt-vm 'erp'")
+    shot(page, "mac-handover")
+    page.get_by_role("button", name="Complete the hand-over").click()
+    expect(page.get_by_text("is final: its source VM no longer owns it")).to_be_visible()
+    expect(page.locator("ol.history")).to_contain_text("Hand-over final (completed)")

@@ -8,7 +8,8 @@ from flask.typing import ResponseReturnValue
 from manager.core.actor import Owner
 from manager.core.errors import InvalidMac, MacPoolError
 from manager.core.mac import format_mac_int, parse_mac
-from manager.services import allocate_mac, find_allocations, list_scopes, mac_info
+from manager.db import AuditEvent
+from manager.services import allocate_mac, find_allocations, list_events, list_scopes, mac_info
 from manager.services.allocations import STATES, get_allocation, release_allocation
 from manager.web import unit_of_work
 from ui.blueprint import bp
@@ -98,8 +99,15 @@ def release(allocation_id: int) -> ResponseReturnValue:
     if request.method == "POST":
         with unit_of_work(write=True) as db:
             released = release_allocation(db, ui_actor(), allocation_id)
+        back = released.get("returned_to")
         flash(
-            f"Released {released['mac']} from {released['owner_kind']} '{released['owner_name']}'.",
+            f"Released {released['mac']} from {released['owner_kind']} '{released['owner_name']}'"
+            + (
+                f"; the hand-over was not final, so it went back to {back['owner_kind']} "
+                f"'{back['owner_name']}'."
+                if back
+                else "."
+            ),
             "success",
         )
         return redirect(url_for("ui.mac_page", mac=released["mac"]))
@@ -113,4 +121,36 @@ def mac_page(mac: str) -> ResponseReturnValue:
     """Who holds a MAC and which pool's range contains it."""
     with unit_of_work() as db:
         info = mac_info(db, mac[:64])
-        return render_template("ui/mac.html", info=info)
+        text = format_mac_int(info.mac.value)
+        history = list_events(db, target_type="mac", target_id=text, limit=100).items
+        return render_template(
+            "ui/mac.html", info=info, history=[(e, history_line(e)) for e in history]
+        )
+
+
+def history_line(event: AuditEvent) -> str:
+    """One event of a MAC's life in words: allocated, imported, handed over, final, released."""
+    d = event.details
+    owner = f"{d.get('owner_kind', '?')} '{d.get('owner_name', '?')}'"
+    if event.action == "allocation.create":
+        where = f" in {d.get('scope')} (pool '{d.get('pool')}')" if d.get("scope") else ""
+        return f"Allocated to {owner} interface '{d.get('interface', '?')}'{where}"
+    if event.action == "allocation.handover":
+        source, target = d.get("from") or {}, d.get("to") or {}
+        plan = f", plan {d['plan']}" if d.get("plan") else ""
+        return (
+            f"Handed over from {source.get('owner_kind')} '{source.get('owner_name')}' "
+            f"({source.get('scope')}) to {target.get('owner_kind')} '{target.get('owner_name')}' "
+            f"({target.get('scope')}){plan}"
+        )
+    if event.action == "allocation.handover_final":
+        return f"Hand-over final ({d.get('reason', 'completed')}): the source VM gave it up"
+    if event.action == "allocation.handover_reverted":
+        back = d.get("returned_to") or {}
+        return (
+            f"Given back to {back.get('owner_kind')} '{back.get('owner_name')}' "
+            f"({d.get('reason', 'released')} before the hand-over was final)"
+        )
+    if event.action.startswith("allocation."):
+        return f"{event.action.removeprefix('allocation.').capitalize()}: {owner}"
+    return event.action

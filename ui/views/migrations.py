@@ -1,0 +1,85 @@
+"""Migrations: check a plan before it runs, complete a hand-over, a MAC's history."""
+
+from __future__ import annotations
+
+import json
+
+from flask import flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+
+from manager.core.errors import InvalidInput, MacPoolError
+from manager.core.mac import format_mac_int
+from manager.presenters import migration_check_data, source_vms
+from manager.services import complete_handovers, get_allocation
+from manager.services.migration_check import check_migration
+from manager.web import unit_of_work
+from ui.blueprint import bp
+from ui.errors import status_of
+from ui.forms import FormState, text_field
+from ui.security import requires, ui_actor
+
+#: The largest plan the page takes (pasted or uploaded), bytes.
+MAX_PLAN_BYTES = 4 * 1024 * 1024
+EXAMPLE = (
+    '{"vms": [{"id": "3d5a3a2e-…", "name": "legacy-web", '
+    '"nics": [{"name": "nic1", "mac": "56:6f:1a:2b:00:01"}]}]}'
+)
+
+
+def _plan_text() -> str:
+    """The plan from the uploaded file, else the text area (both bounded)."""
+    upload = request.files.get("file")
+    if upload is not None and upload.filename:
+        data = upload.stream.read(MAX_PLAN_BYTES + 1)
+        if len(data) > MAX_PLAN_BYTES:
+            raise InvalidInput(
+                f"The plan is larger than {MAX_PLAN_BYTES // 2**20} MiB: check it in parts.",
+                field="plan",
+            )
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInput("The file is not UTF-8 JSON.", field="plan") from exc
+    return request.form.get("plan", "")[:MAX_PLAN_BYTES]
+
+
+@bp.route("/migrations/check", methods=["GET", "POST"])
+@requires("viewer")  # the check writes nothing: every role may run it
+def migration_check() -> ResponseReturnValue:
+    """Would these VMs keep their MACs in the target scope? Per NIC; nothing is written."""
+    if request.method == "GET":
+        form = FormState(values={"scope": "/kubernetes/"})
+        return render_template("ui/migration_check.html", form=form, result=None, example=EXAMPLE)
+    form = FormState(values={"scope": text_field("scope"), "plan": request.form.get("plan", "")})
+    try:
+        text = _plan_text()
+        try:
+            document = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            raise InvalidInput(f"The plan is not JSON: {exc}.", field="plan") from exc
+        with unit_of_work() as db:
+            result = migration_check_data(
+                check_migration(db, scope=form.value("scope"), vms=source_vms(document))
+            )
+    except MacPoolError as exc:
+        form.errors["scope" if exc.field == "scope" else "plan"] = exc.message
+        page = render_template("ui/migration_check.html", form=form, result=None, example=EXAMPLE)
+        return page, status_of(exc)
+    return render_template("ui/migration_check.html", form=form, result=result, example=EXAMPLE)
+
+
+@bp.post("/allocations/<int:allocation_id>/complete-handover")
+@requires("operator")
+def complete_handover(allocation_id: int) -> ResponseReturnValue:
+    """Make one allocation's hand-over final: its source VM gives the MAC up."""
+    with unit_of_work(write=True) as db:
+        mac = format_mac_int(get_allocation(db, allocation_id).mac)
+        done = complete_handovers(db, ui_actor(), allocation_id=allocation_id)
+    if done:
+        flash(f"The hand-over of {mac} is final: its source VM no longer owns it.", "success")
+    else:
+        flash(f"The hand-over of {mac} was not pending.", "info")
+    return redirect(url_for("ui.mac_page", mac=mac))
+
+
+__all__ = ["complete_handover", "migration_check"]
