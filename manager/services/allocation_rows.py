@@ -446,6 +446,23 @@ def persistent_allocation(
     return allocation
 
 
+def moved_allocation(
+    session: Session, row: dict[str, Any], *, scope: Scope, pool: Pool
+) -> Allocation:
+    """The ORM object of a row just updated (a hand-over), from the values written: the one the
+    session holds, refreshed, or a persistent one built without a query."""
+    allocation = session.identity_map.get(session.identity_key(Allocation, (row["id"],)))
+    if allocation is None:
+        allocation = detached(Allocation, row)
+        session.add(allocation)
+    else:
+        for key, value in row.items():
+            set_committed_value(allocation, key, value)
+    set_committed_value(allocation, "scope", scope)
+    set_committed_value(allocation, "pool", pool)
+    return allocation
+
+
 def audit_row(
     actor: Actor,
     *,
@@ -506,6 +523,7 @@ __all__ = [
     "insert_held_if_free",
     "lock_held",
     "low_threshold",
+    "moved_allocation",
     "persistent_allocation",
     "utc_now",
     "write_pool",

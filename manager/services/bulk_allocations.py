@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -49,13 +49,28 @@ from manager.services.allocation_rows import (
     insert_changes,
     insert_held,
     low_threshold,
+    moved_allocation,
     persistent_allocation,
     write_pool,
 )
 from manager.services.common import lock_pools
-from manager.services.handovers import handover_event_details, handover_source, handover_values
+from manager.services.handovers import (
+    StoredHolder,
+    handover_event_details,
+    handover_source,
+    handover_values,
+    move,
+    stored_holders,
+)
 from manager.services.index_cache import advance_index, pool_index
-from manager.services.pool_counters import NONE, apply_changes, shares_of, single_holder
+from manager.services.pool_counters import (
+    NONE,
+    Shares,
+    apply_changes,
+    shares_from,
+    shares_of,
+    single_holder,
+)
 from manager.services.scopes import scope_and_pool_id, scopes_and_pool_ids
 
 #: Values per ``IN (...)`` list: below every backend's bound-parameter limit.
@@ -256,8 +271,11 @@ class _Batch:
         #: MAC) of newly held requested ones: what the pools' statistics counters must follow.
         self.shared: set[int] = set()
         self.fresh: list[tuple[int, int]] = []
-        #: Hand-overs: (request index, the holder that moves, its new column values).
-        self.moves: list[tuple[int, Allocation, dict[str, Any]]] = []
+        #: Hand-overs: (request index, the holder that moves, its new column values, the
+        #: target's scope and pool), and what each moved MAC counts for before and after.
+        self.moves: list[tuple[int, StoredHolder, dict[str, Any], Scope, Pool]] = []
+        self.moved_shares: dict[int, tuple[Shares, Shares]] = {}
+        self.holder_rows: dict[int, list[StoredHolder]] = {}
         self.rows: list[tuple[int, dict[str, Any], Scope, Pool]] = []
         self.events: list[dict[str, Any]] = []
         self.now = datetime.now(UTC)
@@ -346,11 +364,11 @@ class _Batch:
             home = self.pools[home_id] if home_id is not None else None
             in_range = home is not None and home.pool.id == effective_id
             if value in self.held:
-                self.shared.add(value)
                 if self._hand_over(i, checked, scope, effective.pool, value, in_range):
                     self.priors[key] = _Prior(value, request=i)
                     return
                 self._check_duplicate(effective.pool, value)
+                self.shared.add(value)
                 home = None
             else:
                 self.held.add(value)
@@ -417,9 +435,13 @@ class _Batch:
         in_range: bool,
     ) -> bool:
         """Plan the move of a held MAC to its migrated VM, if the request is that VM's copy."""
-        taken = {holder.id for _, holder, _ in self.moves}
-        source_uid = None if checked.handover is None else checked.handover.source_uid
-        holder = handover_source(self._stored_holders(value), source_uid, taken=taken)
+        if checked.handover is None:
+            return False
+        if value not in self.holder_rows:
+            self.holder_rows[value] = stored_holders(self.conn, value)
+        rows = self.holder_rows[value]
+        taken = {move[1].id for move in self.moves}
+        holder = handover_source(rows, checked.handover.source_uid, taken=taken)
         if holder is None:
             return False
         values = handover_values(
@@ -430,7 +452,17 @@ class _Batch:
             in_range=in_range,
             now=self.now,
         )
-        self.moves.append((i, holder, values))
+        self.moves.append((i, holder, values, scope, effective))
+        # What the MAC counts for in the pools' statistics: its holders' pools, one replaced.
+        pools = [effective.id if r.id == holder.id else r.row["pool_id"] for r in rows]
+        home_id = self.homes.get(value)
+        first = self.moved_shares.get(
+            value, (shares_from([r.row["pool_id"] for r in rows], home_id),)
+        )[0]
+        self.moved_shares[value] = (first, shares_from(pools, home_id))
+        for r in rows:  # later requests of the batch see the move
+            if r.id == holder.id:
+                r.row["pool_id"] = effective.id
         mac = format_mac_int(value)
         self.events.append(
             audit_row(
@@ -523,8 +555,7 @@ class _Batch:
                 rows = [row for _, row, _, _ in self.rows]
                 events = [row.pop("_event") for row in rows]
                 before = shares_of(conn, self.shared, self.homes)
-                for _, holder, values in self.moves:
-                    conn.execute(update(_alloc).where(_alloc.c.id == holder.id).values(values))
+                moved = {i: move(conn, holder, values) for i, holder, values, _, _ in self.moves}
                 ids = insert_allocations(conn, rows)
                 after = shares_of(conn, self.shared, self.homes)
                 apply_changes(
@@ -534,7 +565,8 @@ class _Batch:
                         (NONE, single_holder(pool_id, self.homes.get(mac)))
                         for pool_id, mac in self.fresh
                         if mac not in self.shared
-                    ],
+                    ]
+                    + [c for mac, c in self.moved_shares.items() if mac not in self.shared],
                 )
                 for row, event, row_id in zip(rows, events, ids, strict=True):
                     row["id"] = row_id
@@ -551,15 +583,14 @@ class _Batch:
         self.written = True
         for state in changed:
             advance_index(self.session, state.pool, base=state.base, macs=state.held)
-        for _, holder, _ in self.moves:
-            self.session.expire(holder)
         if not objects:
             return {}
         created = {
             i: persistent_allocation(self.session, row, scope=scope, pool=pool)
             for i, row, scope, pool in self.rows
         }
-        created.update((i, holder) for i, holder, _ in self.moves)
+        for i, _, _, scope, pool in self.moves:
+            created[i] = moved_allocation(self.session, moved[i], scope=scope, pool=pool)
         return created
 
     def undo(self) -> None:

@@ -19,16 +19,18 @@ rules of the move itself, the give-back and the completion.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Connection, Table, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
 from manager.core.errors import InvalidInput
 from manager.core.mac import format_mac_int
-from manager.db import Allocation
+from manager.db import Allocation, Pool, Scope
+from manager.db.prepared import Prepared
 from manager.services.allocation_rows import (
     HANDOVER_SOURCE_KINDS,
     CheckedRequest,
@@ -39,11 +41,8 @@ from manager.services.common import check_id
 from manager.services.pool_counters import apply_changes, mac_shares
 from manager.services.pools import containing_pool
 
-PENDING = "pending"
-FINAL = "final"
-HANDOVER_STATES = (PENDING, FINAL)
 #: Fields of an allocation that a hand-over changes and a give-back restores.
-_MOVED = (
+_MOVED = _MOVED_COLUMNS = (
     "scope_id",
     "pool_id",
     "owner_kind",
@@ -56,10 +55,97 @@ _MOVED = (
     "transaction",
 )
 
+_alloc: Table = Allocation.__table__  # type: ignore[assignment]
+_scope: Table = Scope.__table__  # type: ignore[assignment]
+_pool: Table = Pool.__table__  # type: ignore[assignment]
+#: Every holder of a MAC, as plain rows with its scope path and pool name (no ORM objects).
+_HOLDER_ROWS = Prepared(
+    select(*_alloc.columns, _scope.c.path, _pool.c.name)
+    .join(_scope, _scope.c.id == _alloc.c.scope_id)
+    .join(_pool, _pool.c.id == _alloc.c.pool_id)
+    .where(_alloc.c.mac == bindparam("mac"))
+    .order_by(_alloc.c.id)
+)
+_COLUMNS = tuple(c.key for c in _alloc.columns)
+#: The move itself: every column a hand-over changes, by id.
+_MOVE = Prepared(
+    update(_alloc)
+    .where(_alloc.c.id == bindparam("allocation_id"))
+    .values({key: bindparam(key) for key in (*_MOVED_COLUMNS, "handover", "source", "updated_at")})
+)
 
-def handover_source(
-    holders: Iterable[Allocation], source_uid: str | None, *, taken: set[int]
-) -> Allocation | None:
+PENDING = "pending"
+FINAL = "final"
+HANDOVER_STATES = (PENDING, FINAL)
+
+
+class Holder(Protocol):
+    """What the hand-over rule reads of a MAC's holder (an Allocation or a StoredHolder)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def owner_kind(self) -> str: ...
+    @property
+    def owner_uid(self) -> str | None: ...
+    @property
+    def handover(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHolder:
+    """A holder of a MAC as a plain row: every column, its scope's path and its pool's name."""
+
+    row: dict[str, Any]
+    scope_path: str
+    pool_name: str
+
+    @property
+    def id(self) -> int:
+        return int(self.row["id"])
+
+    @property
+    def owner_kind(self) -> str:
+        return str(self.row["owner_kind"])
+
+    @property
+    def owner_uid(self) -> str | None:
+        uid = self.row["owner_uid"]
+        return None if uid is None else str(uid)
+
+    @property
+    def handover(self) -> str | None:
+        state = self.row["handover"]
+        return None if state is None else str(state)
+
+    def describe(self) -> dict[str, Any]:
+        """As :func:`~manager.services.allocation_rows.describe_holder` describes a holder."""
+        row = self.row
+        return {
+            "allocation_id": row["id"],
+            "owner_kind": row["owner_kind"],
+            "owner_name": row["owner_name"],
+            "owner_uid": row["owner_uid"],
+            "interface": row["interface"],
+            "scope": self.scope_path,
+            "pool": self.pool_name,
+            "pool_id": row["pool_id"],
+            "state": row["state"],
+        }
+
+
+def stored_holders(conn: Connection, mac: int) -> list[StoredHolder]:
+    """Every holder of ``mac``, oldest first, read as rows (one prepared query)."""
+    return [
+        StoredHolder(dict(zip(_COLUMNS, row[:-2], strict=True)), row[-2], row[-1])
+        for row in _HOLDER_ROWS.rows(conn, {"mac": mac})
+    ]
+
+
+H = TypeVar("H", bound=Holder)
+
+
+def handover_source(holders: Iterable[H], source_uid: str | None, *, taken: set[int]) -> H | None:
     """The holder whose MAC the request may take over, if any.
 
     It must be an allocation of the VM the requester says it was migrated from, and not in
@@ -81,7 +167,7 @@ def handover_source(
 
 
 def handover_values(
-    holder: Allocation,
+    holder: StoredHolder,
     checked: CheckedRequest,
     *,
     scope_id: int,
@@ -91,16 +177,17 @@ def handover_values(
 ) -> dict[str, Any]:
     """The new column values of ``holder`` when it moves to the requester."""
     assert checked.handover is not None
-    source = {key: getattr(holder, key) for key in _MOVED}
-    if holder.expires_at is not None:
-        source["expires_at"] = holder.expires_at.isoformat()
+    row = holder.row
+    source = {key: row[key] for key in _MOVED}
+    if row["expires_at"] is not None:
+        source["expires_at"] = row["expires_at"].isoformat()
     source.update(
-        allocation_id=holder.id,
-        scope=holder.scope.path,
-        pool=holder.pool.name,
+        allocation_id=row["id"],
+        scope=holder.scope_path,
+        pool=holder.pool_name,
         plan=checked.handover.plan,
         migration=checked.handover.migration,
-        created_by=holder.created_by,
+        created_by=row["created_by"],
     )
     return {
         "scope_id": scope_id,
@@ -119,14 +206,20 @@ def handover_values(
     }
 
 
+def move(conn: Connection, holder: StoredHolder, values: dict[str, Any]) -> dict[str, Any]:
+    """Write a planned hand-over; the allocation's row as it is now."""
+    _MOVE.run(conn, {"allocation_id": holder.id, **values})
+    return {**holder.row, **values}
+
+
 def handover_event_details(
-    holder: Allocation, values: dict[str, Any], scope_path: str, pool_name: str
+    holder: StoredHolder, values: dict[str, Any], scope_path: str, pool_name: str
 ) -> dict[str, Any]:
     """Details of the ``allocation.handover`` audit event: from whom, to whom, which plan."""
     source = values["source"]
     return {
         "allocation_id": holder.id,
-        "from": describe_holder(holder),
+        "from": holder.describe(),
         "to": {
             "owner_kind": values["owner_kind"],
             "owner_name": values["owner_name"],
@@ -136,7 +229,7 @@ def handover_event_details(
             "pool": pool_name,
             "state": values["state"],
         },
-        "source_vm": {"name": holder.owner_name, "id": holder.owner_uid},
+        "source_vm": {"name": holder.row["owner_name"], "id": holder.owner_uid},
         "plan": source.get("plan"),
         "migration": source.get("migration"),
     }
@@ -267,11 +360,15 @@ __all__ = [
     "FINAL",
     "HANDOVER_STATES",
     "PENDING",
+    "Holder",
+    "StoredHolder",
     "complete_handovers",
     "describe_source",
     "give_back",
     "handover_event_details",
     "handover_source",
     "handover_values",
+    "move",
     "pending_handovers",
+    "stored_holders",
 ]

@@ -67,7 +67,11 @@ def single_holder(pool_id: int, home_id: int | None) -> Shares:
 
 def mac_shares(conn: Connection, mac: int, home_id: int | None) -> Shares:
     """What ``mac`` counts for now, read from its holders (one indexed query)."""
-    pools = [row[0] for row in _HOLDER_POOLS.rows(conn, {"mac": mac})]
+    return shares_from([row[0] for row in _HOLDER_POOLS.rows(conn, {"mac": mac})], home_id)
+
+
+def shares_from(pools: list[int], home_id: int | None) -> Shares:
+    """What a MAC counts for, given the pool of each of its holders."""
     distinct = frozenset(pools)
     return Shares(
         duplicate=distinct if len(pools) > 1 else frozenset(),
@@ -138,6 +142,7 @@ __all__ = [
     "apply_changes",
     "mac_shares",
     "recount_external",
+    "shares_from",
     "shares_of",
     "single_holder",
 ]
