@@ -18,6 +18,7 @@ from sqlalchemy import select
 from manager.config import Settings
 from manager.db import ClusterState, Database
 from plugins.kubernetes.certsetup import ClusterCertificates, serving_files, start_rotation
+from plugins.kubernetes.health import reconciler_problem, webhook_problem
 from plugins.kubernetes.server import CERT_CHECK_INTERVAL, run_webhook
 
 log = logging.getLogger("macpool.webhook")
@@ -36,10 +37,22 @@ def reconcile_enabled(settings: Settings, environ: Mapping[str, str] | None = No
     return settings.k8s_reconcile == "true"
 
 
+def webhook_readiness(settings: Settings) -> tuple[bool, str]:
+    """Ready when this process's webhook listener accepts connections and answers."""
+    problem = webhook_problem(settings)
+    if problem is not None:
+        return False, problem
+    return True, f"ok (listening on {settings.webhook_bind})"
+
+
 def readiness(settings: Settings, database: Database) -> tuple[bool, str]:
-    """Ready once the reconciler finished its first sync of the cluster (or when it is off)."""
+    """Ready once the reconciler finished its first sync of the cluster (or when it is off),
+    unless this process's reconciler reported a condition that stops it (see health)."""
     if not reconcile_enabled(settings):
         return True, "ok (reconciler disabled)"
+    problem = reconciler_problem(settings)
+    if problem is not None:
+        return False, f"reconciler cannot work: {problem}"
     with database.session() as session:
         synced = session.scalar(
             select(ClusterState.synced_at).where(
@@ -88,4 +101,10 @@ def run_webhook_process(settings: Settings, *, check_interval: float = CERT_CHEC
     run_webhook(settings, cert_path=files.cert, key_path=files.key, check_interval=check_interval)
 
 
-__all__ = ["in_cluster", "readiness", "reconcile_enabled", "run_webhook_process"]
+__all__ = [
+    "in_cluster",
+    "readiness",
+    "reconcile_enabled",
+    "run_webhook_process",
+    "webhook_readiness",
+]
