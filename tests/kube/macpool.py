@@ -137,14 +137,17 @@ class Deployment:
             with contextlib.suppress(ApiException):
                 call()
 
-    def service_account_kubeconfig(self, path: Path) -> Path:
-        """A kubeconfig with a fresh token of MacPool's ServiceAccount (TokenRequest API)."""
+    def service_account_kubeconfig(
+        self, path: Path, *, account: str = SERVICE_ACCOUNT, server: str | None = None
+    ) -> Path:
+        """A kubeconfig with a fresh token of a ServiceAccount of MacPool's namespace
+        (TokenRequest API), for the API server or ``server`` (a relay in front of it)."""
         core = client.CoreV1Api(self.api)
         request = client.AuthenticationV1TokenRequest(
             spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=3600)
         )
-        token = core.create_namespaced_service_account_token(SERVICE_ACCOUNT, NAMESPACE, request)
-        return self.control_plane.write_kubeconfig(path, token.status.token)
+        token = core.create_namespaced_service_account_token(account, NAMESPACE, request)
+        return self.control_plane.write_kubeconfig(path, token.status.token, server=server)
 
     def register_webhook(self, port: int) -> dict[str, Any]:
         """Create (or replace) the MutatingWebhookConfiguration for a webhook on ``port``."""
@@ -188,6 +191,9 @@ class MacPoolProcess:
     workdir: Path
     database_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The ServiceAccount whose token MacPool uses, and the API server URL (default: direct).
+    account: str = SERVICE_ACCOUNT
+    api_server: str | None = None
     bind_port: int = field(default_factory=free_port)
     webhook_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -228,10 +234,12 @@ class MacPoolProcess:
         return f"http://127.0.0.1:{self.bind_port}"
 
     def start(self, *, kubeconfig: bool = True) -> MacPoolProcess:
-        """Start ``macpool serve`` (a fresh ServiceAccount token unless ``kubeconfig`` is False,
-        for a MacPool started before its namespace or ServiceAccount exists)."""
+        """Start ``macpool serve`` (with a fresh ServiceAccount token unless ``kubeconfig`` is
+        False: the test wrote ``env["KUBECONFIG"]`` itself)."""
         if kubeconfig:
-            self.deployment.service_account_kubeconfig(Path(self.env["KUBECONFIG"]))
+            self.deployment.service_account_kubeconfig(
+                Path(self.env["KUBECONFIG"]), account=self.account, server=self.api_server
+            )
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [str(MACPOOL), "serve"],
@@ -332,6 +340,7 @@ def running(process: MacPoolProcess, *, register: bool = True) -> Iterator[MacPo
 __all__ = [
     "FAST_ENV",
     "NAMESPACE",
+    "SERVICE_ACCOUNT",
     "Deployment",
     "MacPoolProcess",
     "render",
