@@ -24,17 +24,36 @@ from tests.kube.controlplane import VM_CRD, ControlPlane, missing_prerequisites
 from tests.kube.macpool import Deployment, MacPoolProcess, wait_for
 
 TESTS_FLAGS = ("--watch-cache=false",)
+HERE = Path(__file__).resolve().parent
+_skipped: list[str] = []
+
+
+def _missing_text() -> str:
+    return " and ".join(missing_prerequisites())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without etcd or the binary, leave the whole tier out and say so once (at the end);
+    with MACPOOL_REQUIRE_KUBE set, keep it: its fixture then fails every test."""
+    if not missing_prerequisites() or os.environ.get("MACPOOL_REQUIRE_KUBE"):
+        return
+    tier = [item for item in items if HERE in item.path.parents]
+    if tier:
+        config.hook.pytest_deselected(items=tier)
+        items[:] = [item for item in items if HERE not in item.path.parents]
+        _skipped.append(f"kube tier skipped ({len(tier)} tests): missing {_missing_text()}")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for line in _skipped:
+        terminalreporter.write_line(line, yellow=True)
 
 
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """etcd + kube-apiserver with the VirtualMachine CRD, for the whole session."""
-    missing = missing_prerequisites()
-    if missing:
-        reason = f"kube tier skipped: missing {' and '.join(missing)}"
-        if os.environ.get("MACPOOL_REQUIRE_KUBE"):
-            pytest.fail(f"MACPOOL_REQUIRE_KUBE is set but {reason[18:]}", pytrace=False)
-        pytest.skip(reason)
+    if missing_prerequisites():  # only reached with MACPOOL_REQUIRE_KUBE set
+        pytest.fail(f"MACPOOL_REQUIRE_KUBE is set but {_missing_text()} is missing", pytrace=False)
     plane = ControlPlane(
         tmp_path_factory.mktemp("control-plane"),
         authorization_mode="RBAC",
