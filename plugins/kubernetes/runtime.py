@@ -1,7 +1,8 @@
 """What ``macpool serve`` runs for the Kubernetes plugin, and when.
 
 The webhook listener always runs when the plugin is enabled; the reconciler runs when
-``MACPOOL_K8S_RECONCILE`` is ``true``, or ``auto`` inside a cluster. Inside a cluster the managed
+``MACPOOL_K8S_RECONCILE`` is ``true``, or ``auto`` inside a cluster. When MacPool talks to a
+cluster (in a pod, or outside one with the reconciler on and ``KUBECONFIG``) the managed
 certificates are shared through Secrets and the CA is injected into the webhook configuration.
 """
 
@@ -65,16 +66,17 @@ def readiness(settings: Settings, database: Database) -> tuple[bool, str]:
 
 
 def _cluster_certificates(settings: Settings) -> ClusterCertificates | None:
-    """Secrets and caBundle access when running in a cluster with managed certificates."""
-    if not in_cluster() or settings.webhook_cert or settings.webhook_key:
+    """Secrets and caBundle access for managed certificates when MacPool talks to a cluster:
+    in a pod, or outside one with the reconciler on (``KUBECONFIG``)."""
+    if settings.webhook_cert or settings.webhook_key:
         return None
-    from kubernetes import client, config
-
+    if not (in_cluster() or reconcile_enabled(settings)):
+        return None
     from plugins.kubernetes.certsetup import webhook_identity
+    from plugins.kubernetes.reconciler_process import load_api_client
 
-    config.load_incluster_config()  # type: ignore[no-untyped-call]
     _, namespace = webhook_identity(settings)
-    return ClusterCertificates(client.ApiClient(), namespace=namespace)
+    return ClusterCertificates(load_api_client(), namespace=namespace)
 
 
 def run_webhook_process(settings: Settings, *, check_interval: float = CERT_CHECK_INTERVAL) -> None:
@@ -92,7 +94,12 @@ def run_webhook_process(settings: Settings, *, check_interval: float = CERT_CHEC
         log.exception("could not share the webhook certificates through Secrets")
         files = serving_files(settings)
     if files.managed:
-        start_rotation(settings, cluster=cluster, stop=threading.Event())
+        start_rotation(
+            settings,
+            cluster=cluster,
+            stop=threading.Event(),
+            interval=settings.k8s_cert_check_interval,
+        )
     log.info(
         "webhook certificate %s (%s)",
         files.cert,

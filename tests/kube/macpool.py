@@ -149,13 +149,43 @@ class Deployment:
         token = core.create_namespaced_service_account_token(account, NAMESPACE, request)
         return self.control_plane.write_kubeconfig(path, token.status.token, server=server)
 
-    def register_webhook(self, port: int) -> dict[str, Any]:
-        """Create (or replace) the MutatingWebhookConfiguration for a webhook on ``port``."""
+    def register_webhook(self, port: int, *, wait: bool = True) -> dict[str, Any]:
+        """Create (or replace) the MutatingWebhookConfiguration for a webhook on ``port``; with
+        ``wait``, until the API server calls it (it picks configurations up asynchronously)."""
         admission = client.AdmissionregistrationV1Api(self.api)
         manifest = webhook_configuration_for(self.rendered, port)
         self.unregister_webhook()
         admission.create_mutating_webhook_configuration(manifest)
+        if wait:
+            wait_for(self.webhook_answers, timeout=30, what="the webhook configuration in effect")
         return manifest
+
+    def webhook_answers(self) -> bool:
+        """Whether a dry-run VM create in ``default`` comes back with a MAC from the webhook."""
+        custom = client.CustomObjectsApi(self.api)
+        probe = {
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": "webhook-probe", "namespace": "default"},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "domain": {
+                            "devices": {"interfaces": [{"name": "default", "masquerade": {}}]}
+                        },
+                        "networks": [{"name": "default", "pod": {}}],
+                    }
+                }
+            },
+        }
+        try:
+            answer = custom.create_namespaced_custom_object(
+                "kubevirt.io", "v1", "default", "virtualmachines", probe, dry_run="All"
+            )
+        except ApiException:
+            return False
+        (nic,) = answer["spec"]["template"]["spec"]["domain"]["devices"]["interfaces"]
+        return bool(nic.get("macAddress"))
 
     def unregister_webhook(self) -> None:
         admission = client.AdmissionregistrationV1Api(self.api)
