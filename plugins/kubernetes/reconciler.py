@@ -194,7 +194,7 @@ class Reconciler(Aligner):
             return
         self.problem = problem
         log.error(
-            "reconciler cannot work: %s (retrying every %.0f s)", problem, self.retry_interval
+            "reconciler cannot work: %s (retrying every %.3g s)", problem, self.retry_interval
         )
         report_problem(self.settings, problem)
 

@@ -16,7 +16,6 @@ import json
 import lzma
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -133,10 +132,8 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-class TestCA:
+class LoopbackCA:
     """A throwaway CA for the API server's and the webhooks' serving certificates."""
-
-    __test__ = False  # not a pytest test class
 
     def __init__(self, common_name: str = "macpool-test-ca") -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
@@ -203,7 +200,7 @@ class ControlPlane:
     token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     etcd_port: int = 0
     api_port: int = 0
-    ca: TestCA = field(default_factory=TestCA)
+    ca: LoopbackCA = field(default_factory=LoopbackCA)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -368,14 +365,10 @@ class ControlPlane:
         return revision
 
 
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-
-
 __all__ = [
     "VM_CRD",
     "ControlPlane",
-    "TestCA",
+    "LoopbackCA",
     "apiserver_binary",
     "free_port",
     "missing_prerequisites",

@@ -82,12 +82,6 @@ def holdings(
         return {(r.owner_name, r.interface): (format_mac_int(r.mac), r.state) for r in rows}
 
 
-def states(database: Database, namespace: str, name: str, *, kind: str = "vm") -> dict[str, str]:
-    """Interface -> MAC for ``name`` when every allocation of it is ``allocated`` (else {})."""
-    held = holdings(database, namespace, name, kind=kind)
-    return {iface: mac for (_, iface), (mac, _state) in held.items()}
-
-
 def allocated(database: Database, namespace: str, name: str, *, kind: str = "vm") -> dict[str, str]:
     """Interface -> MAC of ``name``'s confirmed (``allocated``) allocations."""
     held = holdings(database, namespace, name, kind=kind)

@@ -63,19 +63,19 @@ def test_blocking_problems_are_named_in_one_line() -> None:
 
 
 class FlakyElector:
-    """Fails with ``error`` for the first ``failures`` tries, then holds the Lease."""
+    """Fails with ``error`` until ``fixed`` is set, then holds the Lease."""
 
     renew_interval = 0.05
     duration_seconds = 15
 
-    def __init__(self, error: ApiException, failures: int) -> None:
+    def __init__(self, error: ApiException) -> None:
         self.error = error
-        self.failures = failures
+        self.fixed = threading.Event()
         self.tries = 0
 
     def try_acquire(self) -> bool:
         self.tries += 1
-        if self.tries <= self.failures:
+        if not self.fixed.is_set():
             raise self.error
         return True
 
@@ -91,7 +91,7 @@ def test_one_log_line_a_readiness_reason_then_recovery(
     caplog: pytest.LogCaptureFixture,
     error: ApiException,
 ) -> None:
-    elector = FlakyElector(error, failures=20)
+    elector = FlakyElector(error)
     reconciler = make_reconciler(elector=elector)
     reconciler.settings = replace(settings, data_dir=tmp_path, k8s_namespace="mp")
     stop = threading.Event()
@@ -102,7 +102,8 @@ def test_one_log_line_a_readiness_reason_then_recovery(
         wait_until(lambda: elector.tries >= 5)
         problem = reconciler_problem(reconciler.settings)
         assert problem == blocking_problem(error, namespace="mp")
-        wait_until(lambda: reconciler.synced)  # the 21st try holds the Lease: sync, watch
+        elector.fixed.set()  # e.g. the namespace was created
+        wait_until(lambda: reconciler.synced)
         assert reconciler_problem(reconciler.settings) is None
     finally:
         stop.set()
