@@ -45,22 +45,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _vm(namespace: str, name: str) -> bytes:
-    document = {
-        "apiVersion": "kubevirt.io/v1",
-        "kind": "VirtualMachine",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "runStrategy": "Halted",
-            "template": {
-                "metadata": {"labels": {"kubevirt.io/vm": name}},
-                "spec": {
-                    "domain": {"devices": {"interfaces": [{"name": "default", "masquerade": {}}]}},
-                    "networks": [{"name": "default", "pod": {}}],
-                },
-            },
-        },
-    }
-    return json.dumps(document).encode()
+    """A one-NIC (masquerade) VM, as the kube tier creates them."""
+    from tests.kube.objects import MASQUERADE, vm
+
+    return json.dumps(vm(name, namespace, interfaces=[MASQUERADE])).encode()
 
 
 def cpu_seconds(pids: list[int]) -> float:
