@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from sqlalchemy import text
 
+from manager.db import Base, Database
 from plugins.kubernetes.lease import LEASE_NAME
 from plugins.kubernetes.scoping import POD_WEBHOOK
+from tests.conftest import POSTGRES_URL
 from tests.kube.conftest import Cluster
 from tests.kube.controlplane import ControlPlane
 from tests.kube.macpool import NAMESPACE, MacPoolProcess, wait_for
@@ -98,10 +101,23 @@ def _holder_pid(api: client.ApiClient) -> int | None:
     return int(parts[1]) if len(parts) == 3 and parts[1].isdigit() else None
 
 
+def _shared_database_url() -> str:
+    """PostgreSQL when the suite has one (what replicas share), emptied first; else ""."""
+    if not POSTGRES_URL:
+        return ""
+    database = Database(POSTGRES_URL)
+    with database.engine.begin() as connection:
+        Base.metadata.drop_all(connection)
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    database.dispose()
+    return POSTGRES_URL
+
+
 def test_the_lease_is_taken_over_when_the_leader_is_killed(
     cluster: Cluster, admin_api: client.ApiClient, macpool_factory: Any
 ) -> None:
-    first: MacPoolProcess = macpool_factory("first")
+    """Two replicas on one database (PostgreSQL when the suite has one, else one SQLite file)."""
+    first: MacPoolProcess = macpool_factory("first", database_url=_shared_database_url())
     first.start().wait_ready()
     second: MacPoolProcess = macpool_factory("second", database_url=first.database_url)
     second.start().wait_ready()  # ready: its listener is up and the cluster is synced
