@@ -44,6 +44,8 @@ class Settings:
     k8s_cluster_scope: str = "/kubernetes"
     k8s_reconcile: str = "auto"
     k8s_wait_time: int = 300
+    #: Seconds between checks of MacPool's own webhook certificates (rotated a day before expiry).
+    k8s_cert_check_interval: float = 3600.0
     k8s_namespace: str = "macpool"
     k8s_vm_mode: str = "opt-out"
     k8s_pod_mode: str = "opt-in"
@@ -105,6 +107,8 @@ def validate(settings: Settings) -> Settings:
     for name in positive:
         if getattr(settings, name) < 1:
             raise ConfigError(f"MACPOOL_{name.upper()} must be at least 1.")
+    if settings.k8s_cert_check_interval <= 0:
+        raise ConfigError("MACPOOL_K8S_CERT_CHECK_INTERVAL must be a positive number of seconds.")
     if settings.low_threshold < 0:
         raise ConfigError("MACPOOL_LOW_THRESHOLD must not be negative.")
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):

@@ -73,6 +73,7 @@ def test_environment_forms() -> None:
         ({"MACPOOL_DATABASE_URL": "mysql://db"}, "MACPOOL_DATABASE_URL"),
         ({"MACPOOL_K8S_CLUSTER_SCOPE": "kubernetes"}, "MACPOOL_K8S_CLUSTER_SCOPE"),
         ({"MACPOOL_K8S_RECONCILE": "maybe"}, "MACPOOL_K8S_RECONCILE"),
+        ({"MACPOOL_K8S_CERT_CHECK_INTERVAL": "0"}, "MACPOOL_K8S_CERT_CHECK_INTERVAL"),
     ],
 )
 def test_bad_environment_value_is_named(environ: dict[str, str], named: str) -> None:

@@ -24,12 +24,14 @@ class KubernetesPlugin:
     name = NAME
 
     def init_app(self, app: Flask) -> None:
-        """Add the reconciler's readiness check and ``/metrics`` (when no one else serves it)."""
+        """Add the readiness checks (webhook listener, reconciler) and ``/metrics`` (when no
+        one else serves it)."""
         from manager.web import state
         from plugins.kubernetes.metrics import CONTENT_TYPE, AdmissionMetrics, exposition
-        from plugins.kubernetes.runtime import readiness
+        from plugins.kubernetes.runtime import readiness, webhook_readiness
 
         current = state(app)
+        current.ready_checks["webhook"] = partial(webhook_readiness, current.settings)
         current.ready_checks[NAME] = partial(readiness, current.settings, current.database)
         scope = current.settings.k8s_cluster_scope
         files = current.settings.data_dir / "metrics" / "webhook"

@@ -25,6 +25,7 @@ and re-exported here.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import queue
 import threading
@@ -35,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiClient, CoordinationV1Api
+from kubernetes.client.exceptions import ApiException
 from sqlalchemy.orm import Session
 
 from manager.config import Settings
@@ -42,7 +44,8 @@ from manager.db import Database
 from manager.services.owners import Holding, expire_pending_in, subtree_holdings
 from plugins.kubernetes.alignment import ACTOR, Aligner, in_step
 from plugins.kubernetes.broker import OWNER_POD, OWNER_VM, MigrationLabels
-from plugins.kubernetes.lease import LeaseElector
+from plugins.kubernetes.health import clear_problem, report_problem
+from plugins.kubernetes.lease import LEASE_NAME, LeaseElector
 from plugins.kubernetes.objects import Observed, is_placeholder, observe_pod, observe_vm
 from plugins.kubernetes.reconciler_process import load_api_client, run
 from plugins.kubernetes.scoping import OptMode
@@ -61,6 +64,40 @@ from plugins.kubernetes.sources import (
 log = logging.getLogger(__name__)
 
 KIND_OF = {VIRTUAL_MACHINES: OWNER_VM, PODS: OWNER_POD}
+
+
+def _status_document(exc: ApiException) -> dict[str, Any]:
+    try:
+        document = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _brief(exc: ApiException) -> str:
+    """The API server's one-line message for a failed call."""
+    message = _status_document(exc).get("message")
+    return f"{exc.status} {message or exc.reason}"
+
+
+def blocking_problem(exc: ApiException, *, namespace: str) -> str | None:
+    """A one-line description of an API answer that retrying alone will not fix (a missing
+    namespace or resource, RBAC, refused credentials); ``None`` for anything else."""
+    document = _status_document(exc)
+    message = str(document.get("message") or exc.reason or "")
+    details = document.get("details") or {}
+    if exc.status == 401:
+        return "the API server refuses MacPool's credentials (401 Unauthorized)"
+    if exc.status == 403:
+        return f"forbidden by RBAC (check MacPool's ClusterRole and Role bindings): {message}"
+    if exc.status == 404 and details.get("kind") == "namespaces":
+        return (
+            f"namespace '{details.get('name') or namespace}' does not exist: create it (the "
+            f"Lease {LEASE_NAME} lives there) or set MACPOOL_K8S_NAMESPACE"
+        )
+    if exc.status == 404:
+        return f"the API server does not serve a resource MacPool follows: {message}"
+    return None
 
 
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
@@ -106,6 +143,8 @@ class Reconciler(Aligner):
         }
         self.watchers: dict[str, Watcher] = {}
         self.synced = False
+        #: Why the reconciler cannot work right now (namespace, RBAC, credentials), if it cannot.
+        self.problem: str | None = None
         self._renewed = 0.0
 
     # --- the loop ------------------------------------------------------------------------
@@ -113,15 +152,27 @@ class Reconciler(Aligner):
     def run(self, stop: threading.Event) -> None:
         """Reconcile while holding the Lease, until ``stop`` is set."""
         last_expiry = time.monotonic()
+        clear_problem(self.settings)  # whatever an earlier run reported is stale now
         try:
             while not stop.is_set():
-                if not self._lead():
+                try:
+                    leading = self._lead()
+                    if leading and not self.synced:
+                        self.sync()
+                        self.start_watches()
+                except ApiException as exc:
+                    problem = blocking_problem(exc, namespace=self.settings.k8s_namespace)
+                    if problem is None:
+                        raise
+                    self._blocked(problem)
                     self._stand_down()
-                    stop.wait(self.elector.renew_interval if self.elector else 1.0)
+                    stop.wait(self.retry_interval)
                     continue
-                if not self.synced:
-                    self.sync()
-                    self.start_watches()
+                self._unblocked()
+                if not leading:
+                    self._stand_down()
+                    stop.wait(self.retry_interval)
+                    continue
                 self.pump(timeout=0.5)
                 if time.monotonic() - last_expiry >= self.expire_interval:
                     self.expire()
@@ -134,6 +185,28 @@ class Reconciler(Aligner):
                 except Exception:  # shutting down: the Lease expires on its own anyway
                     log.warning("could not release the lease", exc_info=True)
 
+    @property
+    def retry_interval(self) -> float:
+        """Pause between tries while not leading or blocked."""
+        return self.elector.renew_interval if self.elector else 1.0
+
+    def _blocked(self, problem: str) -> None:
+        """Say once (log and ``/readyz``) why the reconciler cannot work; quiet while it lasts."""
+        if problem == self.problem:
+            return
+        self.problem = problem
+        log.error(
+            "reconciler cannot work: %s (retrying every %.3g s)", problem, self.retry_interval
+        )
+        report_problem(self.settings, problem)
+
+    def _unblocked(self) -> None:
+        if self.problem is None:
+            return
+        log.info("reconciler can work again (was: %s)", self.problem)
+        self.problem = None
+        clear_problem(self.settings)
+
     def _lead(self) -> bool:
         if self.elector is None:
             return True
@@ -142,6 +215,11 @@ class Reconciler(Aligner):
             return True
         try:
             leading = self.elector.try_acquire()
+        except ApiException as exc:
+            if blocking_problem(exc, namespace=self.settings.k8s_namespace) is not None:
+                raise  # the loop reports it once and retries quietly
+            log.warning("lease check failed: %s", _brief(exc))
+            leading = now - self._renewed < self.elector.duration_seconds / 2
         except Exception:
             log.warning("lease check failed", exc_info=True)
             leading = now - self._renewed < self.elector.duration_seconds / 2
@@ -329,4 +407,4 @@ class Reconciler(Aligner):
         return len(expired)
 
 
-__all__ = ["ACTOR", "Reconciler", "load_api_client", "run"]
+__all__ = ["ACTOR", "Reconciler", "blocking_problem", "load_api_client", "run"]

@@ -1,7 +1,8 @@
 """What ``macpool serve`` runs for the Kubernetes plugin, and when.
 
 The webhook listener always runs when the plugin is enabled; the reconciler runs when
-``MACPOOL_K8S_RECONCILE`` is ``true``, or ``auto`` inside a cluster. Inside a cluster the managed
+``MACPOOL_K8S_RECONCILE`` is ``true``, or ``auto`` inside a cluster. When MacPool talks to a
+cluster (in a pod, or outside one with the reconciler on and ``KUBECONFIG``) the managed
 certificates are shared through Secrets and the CA is injected into the webhook configuration.
 """
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 from manager.config import Settings
 from manager.db import ClusterState, Database
 from plugins.kubernetes.certsetup import ClusterCertificates, serving_files, start_rotation
+from plugins.kubernetes.health import reconciler_problem, webhook_problem
 from plugins.kubernetes.server import CERT_CHECK_INTERVAL, run_webhook
 
 log = logging.getLogger("macpool.webhook")
@@ -36,10 +38,22 @@ def reconcile_enabled(settings: Settings, environ: Mapping[str, str] | None = No
     return settings.k8s_reconcile == "true"
 
 
+def webhook_readiness(settings: Settings) -> tuple[bool, str]:
+    """Ready when this process's webhook listener accepts connections and answers."""
+    problem = webhook_problem(settings)
+    if problem is not None:
+        return False, problem
+    return True, f"ok (listening on {settings.webhook_bind})"
+
+
 def readiness(settings: Settings, database: Database) -> tuple[bool, str]:
-    """Ready once the reconciler finished its first sync of the cluster (or when it is off)."""
+    """Ready once the reconciler finished its first sync of the cluster (or when it is off),
+    unless this process's reconciler reported a condition that stops it (see health)."""
     if not reconcile_enabled(settings):
         return True, "ok (reconciler disabled)"
+    problem = reconciler_problem(settings)
+    if problem is not None:
+        return False, f"reconciler cannot work: {problem}"
     with database.session() as session:
         synced = session.scalar(
             select(ClusterState.synced_at).where(
@@ -52,16 +66,17 @@ def readiness(settings: Settings, database: Database) -> tuple[bool, str]:
 
 
 def _cluster_certificates(settings: Settings) -> ClusterCertificates | None:
-    """Secrets and caBundle access when running in a cluster with managed certificates."""
-    if not in_cluster() or settings.webhook_cert or settings.webhook_key:
+    """Secrets and caBundle access for managed certificates when MacPool talks to a cluster:
+    in a pod, or outside one with the reconciler on (``KUBECONFIG``)."""
+    if settings.webhook_cert or settings.webhook_key:
         return None
-    from kubernetes import client, config
-
+    if not (in_cluster() or reconcile_enabled(settings)):
+        return None
     from plugins.kubernetes.certsetup import webhook_identity
+    from plugins.kubernetes.reconciler_process import load_api_client
 
-    config.load_incluster_config()  # type: ignore[no-untyped-call]
     _, namespace = webhook_identity(settings)
-    return ClusterCertificates(client.ApiClient(), namespace=namespace)
+    return ClusterCertificates(load_api_client(), namespace=namespace)
 
 
 def run_webhook_process(settings: Settings, *, check_interval: float = CERT_CHECK_INTERVAL) -> None:
@@ -79,7 +94,12 @@ def run_webhook_process(settings: Settings, *, check_interval: float = CERT_CHEC
         log.exception("could not share the webhook certificates through Secrets")
         files = serving_files(settings)
     if files.managed:
-        start_rotation(settings, cluster=cluster, stop=threading.Event())
+        start_rotation(
+            settings,
+            cluster=cluster,
+            stop=threading.Event(),
+            interval=settings.k8s_cert_check_interval,
+        )
     log.info(
         "webhook certificate %s (%s)",
         files.cert,
@@ -88,4 +108,10 @@ def run_webhook_process(settings: Settings, *, check_interval: float = CERT_CHEC
     run_webhook(settings, cert_path=files.cert, key_path=files.key, check_interval=check_interval)
 
 
-__all__ = ["in_cluster", "readiness", "reconcile_enabled", "run_webhook_process"]
+__all__ = [
+    "in_cluster",
+    "readiness",
+    "reconcile_enabled",
+    "run_webhook_process",
+    "webhook_readiness",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -25,9 +26,11 @@ from manager.services import allocate_mac, assign_pool, create_pool, create_scop
 from plugins.kubernetes import plugin
 from plugins.kubernetes.certificates import create_certificates, dns_names
 from plugins.kubernetes.certstore import save_certificates
+from plugins.kubernetes.health import clear_problem, probe_address, report_problem
 from plugins.kubernetes.metrics import CollisionCollector
 from plugins.kubernetes.runtime import reconcile_enabled, run_webhook_process
 from plugins.kubernetes.service_broker import namespace_scope
+from tests.plugins.kubernetes.webhook_harness import running_webhook
 
 
 def test_entry_point_names_the_plugin_object() -> None:
@@ -76,12 +79,20 @@ def _app(tmp_path: Path, **overrides: str) -> Any:
     return create_app(config)
 
 
+@pytest.fixture
+def webhook_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Readiness tests of the reconciler: the webhook listener counts as accepting."""
+    monkeypatch.setattr("plugins.kubernetes.runtime.webhook_problem", lambda _settings: None)
+
+
+@pytest.mark.usefixtures("webhook_up")
 def test_ready_when_the_reconciler_is_disabled(tmp_path: Path) -> None:
     reply = _app(tmp_path, k8s_reconcile="false").test_client().get("/readyz")
     assert reply.status_code == 200
     assert reply.get_json()["checks"]["kubernetes"].startswith("ok")
 
 
+@pytest.mark.usefixtures("webhook_up")
 def test_not_ready_until_the_cluster_is_synced(tmp_path: Path) -> None:
     app = _app(tmp_path, k8s_reconcile="true")
     client = app.test_client()
@@ -94,6 +105,52 @@ def test_not_ready_until_the_cluster_is_synced(tmp_path: Path) -> None:
     reply = client.get("/readyz")
     assert reply.status_code == 200
     assert reply.get_json()["checks"]["kubernetes"].startswith("ok (synced")
+
+
+@pytest.mark.usefixtures("webhook_up")
+def test_a_reported_reconciler_problem_is_the_readiness_reason_until_cleared(
+    tmp_path: Path,
+) -> None:
+    app = _app(tmp_path, k8s_reconcile="true")
+    settings = app.extensions["macpool"].settings
+    with app.extensions["macpool"].database.session(write=True) as session:
+        session.add(ClusterState(scope_path="/kubernetes", synced_at=datetime.now(UTC)))
+    client = app.test_client()
+    report_problem(settings, "namespace 'macpool' does not exist")
+    reply = client.get("/readyz")
+    assert reply.status_code == 503  # even though a sync was recorded (by any replica)
+    assert reply.get_json()["checks"]["kubernetes"] == (
+        "reconciler cannot work: namespace 'macpool' does not exist"
+    )
+    clear_problem(settings)
+    assert client.get("/readyz").status_code == 200
+
+
+def test_not_ready_while_the_webhook_listener_does_not_serve(tmp_path: Path) -> None:
+    """A closed port and a port that accepts TCP but never completes TLS are both not ready;
+    the real listener on that port is."""
+    with running_webhook(tmp_path / "webhook") as webhook:
+        bind = webhook.env["MACPOOL_WEBHOOK_BIND"]
+        app = _app(tmp_path / "app", k8s_reconcile="false", webhook_bind=bind)
+        reply = app.test_client().get("/readyz")
+        assert reply.status_code == 200
+        assert reply.get_json()["checks"]["webhook"] == f"ok (listening on {bind})"
+    reply = app.test_client().get("/readyz")
+    assert reply.status_code == 503
+    assert "does not accept connections" in reply.get_json()["checks"]["webhook"]
+    host, port = probe_address(bind)
+    with socket.socket() as silent:  # the arbiter has bound the port, no worker answers yet
+        silent.bind((host, port))
+        silent.listen()
+        reply = app.test_client().get("/readyz")
+    assert reply.status_code == 503
+    assert reply.get_json()["status"] == "unavailable"
+
+
+def test_the_probe_reaches_wildcard_binds_through_loopback() -> None:
+    assert probe_address("0.0.0.0:8443") == ("127.0.0.1", 8443)
+    assert probe_address("[::]:8443") == ("::1", 8443)
+    assert probe_address("10.1.2.3:9443") == ("10.1.2.3", 9443)
 
 
 # --- macpool k8s manifests ------------------------------------------------------------------------
