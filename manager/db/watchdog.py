@@ -1,0 +1,120 @@
+"""Break PostgreSQL connections whose server stopped answering, so no thread waits forever.
+
+A server that is down refuses connections at once, and ``statement_timeout`` ends statements
+that run too long on a server that still works. A *hung* server (a stopped process, a network
+path that swallows packets, a proxy that stopped forwarding) does neither: the kernel keeps
+acknowledging what the client sends, so neither TCP keepalives nor ``tcp_user_timeout`` fire,
+and the driver waits for an answer forever while it holds a request's thread.
+
+:class:`RoundTripWatchdog` times every round trip to the server (statements, commits,
+rollbacks, pool pings). A round trip that outlives its limit gets its socket shut down from
+the watchdog's thread: the waiting driver sees the connection closed, raises a disconnect
+error (which ``manager.db`` turns into ``DatabaseUnavailable``), and the pool discards the
+connection. ``shutdown()`` leaves the file descriptor open, so it cannot hit a reused number.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger("macpool.db")
+
+
+class RoundTripWatchdog:
+    """Shuts down the socket of any round trip still waiting after its limit."""
+
+    def __init__(self, *, interval: float = 0.1) -> None:
+        self.interval = interval
+        self._lock = threading.Condition()
+        self._waiting: dict[int, tuple[float, Any]] = {}
+        self._tokens = iter(range(1, 2**62))
+        self._thread: threading.Thread | None = None
+        #: Round trips broken so far (for logs and tests).
+        self.broken = 0
+
+    @contextmanager
+    def round_trip(self, dbapi_connection: Any, limit: float) -> Iterator[None]:
+        """A context around one wait for the server on ``dbapi_connection``."""
+        with self._lock:
+            token = next(self._tokens)
+            self._waiting[token] = (time.monotonic() + limit, dbapi_connection)
+            self._ensure_running()
+            self._lock.notify()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting.pop(token, None)
+
+    def _ensure_running(self) -> None:
+        # A forked child (a gunicorn worker) inherits the object but not the thread.
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="macpool-db-watchdog", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                if not self._waiting:
+                    self._lock.wait()
+                    continue
+                now = time.monotonic()
+                for token, (deadline, connection) in list(self._waiting.items()):
+                    if deadline <= now:
+                        # Under the lock: the waiting thread is still inside its round trip,
+                        # so the connection (and its socket) cannot have been closed yet.
+                        del self._waiting[token]
+                        self._break(connection)
+                self._lock.wait(self.interval)
+
+    def _break(self, connection: Any) -> None:
+        try:
+            fd = connection.pgconn.socket
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+        except Exception as exc:  # already closed or broken: nothing left to wake
+            log.debug("could not break a hung database connection: %s", exc)
+            return
+        self.broken += 1
+        log.warning("the database did not answer in time; connection closed")
+
+
+def watch_round_trips(
+    dialect: Any, watchdog: RoundTripWatchdog, *, limit: float, ping: float
+) -> None:
+    """Time the dialect's round trips to the server with ``watchdog``.
+
+    Statements, commits and rollbacks get ``limit`` seconds; the pool's ping gets ``ping``
+    (a shorter limit: a ping that fails is only followed by a reconnect).
+    """
+
+    def timed(method: Callable[..., Any], seconds: float, conn_of: Callable[..., Any]) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with watchdog.round_trip(conn_of(*args), seconds):
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    def by_cursor(cursor: Any, *_: Any) -> Any:
+        return cursor.connection
+
+    def by_connection(connection: Any, *_: Any) -> Any:
+        return connection
+
+    for name in ("do_execute", "do_executemany", "do_execute_no_params"):
+        setattr(dialect, name, timed(getattr(dialect, name), limit, by_cursor))
+    for name in ("do_commit", "do_rollback"):
+        setattr(dialect, name, timed(getattr(dialect, name), limit, by_connection))
+    dialect.do_ping = timed(dialect.do_ping, ping, by_connection)
+
+
+__all__ = ["RoundTripWatchdog", "watch_round_trips"]
