@@ -13,9 +13,10 @@ is done, across threads and processes alike.
 
 A database that is down, hung or locked for too long raises
 :class:`~manager.core.errors.DatabaseUnavailable` instead of the driver's error, within a few
-seconds: connections time out after ``CONNECT_TIMEOUT``, PostgreSQL statements after
+seconds: connections time out after ``CONNECT_TIMEOUT`` (and fail at once for a moment after
+one failed, see :class:`~manager.db.outages.ConnectBreaker`), PostgreSQL statements after
 ``STATEMENT_TIMEOUT`` (server side), round trips a hung server never answers are broken by a
-:class:`~manager.db.watchdog.RoundTripWatchdog`, waiting for a pooled connection ends after
+:class:`~manager.db.outages.RoundTripWatchdog`, waiting for a pooled connection ends after
 ``POOL_TIMEOUT``, and SQLite's busy handler gives up after ``SQLITE_BUSY_TIMEOUT_MS``. The pool
 pings a connection before lending it, so the first request after an outage works again.
 
@@ -43,7 +44,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
 from manager.core.errors import DatabaseUnavailable
-from manager.db.watchdog import RoundTripWatchdog, watch_round_trips
+from manager.db.outages import (
+    ConnectBreaker,
+    RoundTripWatchdog,
+    as_unavailable,
+    watch_round_trips,
+)
 
 SQLITE_BUSY_TIMEOUT_MS = 5_000
 #: Seconds to establish a PostgreSQL connection (libpq's and psycopg's minimum is 2).
@@ -55,15 +61,10 @@ STATEMENT_TIMEOUT = 3.0
 ROUND_TRIP_LIMIT = STATEMENT_TIMEOUT + 0.5
 #: Seconds the pool's liveness ping may take before the connection is replaced.
 PING_LIMIT = 1.5
+#: Seconds new connections fail at once after a failed one (then one thread probes).
+BREAKER_COOLDOWN = 1.0
 #: Seconds a thread waits for a free pooled connection.
 POOL_TIMEOUT = 3.0
-#: SQLSTATE classes (first two characters) and codes that mean "the database is not available
-#: now" rather than "this request is wrong": connection exceptions, operator intervention
-#: (shutdown, statement timeout), insufficient resources, lock not available (lock_timeout).
-UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
-UNAVAILABLE_SQLSTATES = ("55P03",)
-#: SQLite primary result codes of an unavailable database: BUSY, LOCKED, IOERR, FULL, CANTOPEN.
-UNAVAILABLE_SQLITE_CODES = (5, 6, 10, 13, 14)
 #: A committing connection checkpoints the WAL itself only past this many pages (SQLite's
 #: default is 1,000): a safety net, the background checkpointer normally runs long before.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
@@ -95,31 +96,14 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
 
 
-def _unavailable(context: ExceptionContext) -> DatabaseUnavailable | None:
-    """The DatabaseUnavailable a driver error stands for, if it is an outage."""
-    if context.is_pre_ping:
-        return None  # the pool replaces the connection; only a failing reconnect is an outage
-    error = context.original_exception
-    if context.is_disconnect:
-        return DatabaseUnavailable(str(error))
-    sqlstate = getattr(error, "sqlstate", None)
-    if type(error).__module__.startswith("psycopg"):
-        outage = sqlstate is None or (
-            sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in UNAVAILABLE_SQLSTATES
-        )
-        if outage and isinstance(error, context.dialect.loaded_dbapi.OperationalError):
-            return DatabaseUnavailable(str(error))
-        return None
-    code = getattr(error, "sqlite_errorcode", 0)
-    if isinstance(error, sqlite3.OperationalError) and code & 0xFF in UNAVAILABLE_SQLITE_CODES:
-        return DatabaseUnavailable(str(error))
-    return None
-
-
 def _translate_outages(engine: Engine) -> None:
     @event.listens_for(engine, "handle_error")
     def _on_error(context: ExceptionContext) -> BaseException | None:
-        return _unavailable(context)
+        if context.is_pre_ping:
+            return None  # the pool replaces the connection; only a failing reconnect is an outage
+        return as_unavailable(
+            context.original_exception, context.dialect, disconnect=context.is_disconnect
+        )
 
 
 class _Pool(QueuePool):
@@ -142,6 +126,19 @@ def _server_connect_args(url: Any) -> dict[str, Any]:
         timeout = f"-c statement_timeout={int(STATEMENT_TIMEOUT * 1000)}"
         args["options"] = f"{options} {timeout}".strip()
     return args
+
+
+def _guard_connects(engine: Engine, breaker: ConnectBreaker) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        breaker.before_connect()
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except Exception:
+            breaker.failed()
+            raise
+        breaker.succeeded()
+        return connection
 
 
 class _Checkpointer:
@@ -267,7 +264,9 @@ class Database:
         if self.is_sqlite:
             _configure_sqlite(self.engine)
         elif self.url.get_driver_name() == "psycopg":
-            self.watchdog = RoundTripWatchdog()
+            breaker = ConnectBreaker(cooldown=BREAKER_COOLDOWN, probe=CONNECT_TIMEOUT + 1.0)
+            _guard_connects(self.engine, breaker)
+            self.watchdog = RoundTripWatchdog(on_break=breaker.failed)
             watch_round_trips(
                 self.engine.dialect, self.watchdog, limit=ROUND_TRIP_LIMIT, ping=PING_LIMIT
             )

@@ -1,4 +1,10 @@
-"""Break PostgreSQL connections whose server stopped answering, so no thread waits forever.
+"""How ``manager.db`` notices an unavailable database and reports it as one error.
+
+:func:`as_unavailable` names the driver errors that mean "the database is not available now"
+(refused or lost connections, timeouts, shutdown, SQLite's busy database); the engine raises
+:class:`~manager.core.errors.DatabaseUnavailable` in their place.
+
+Break PostgreSQL connections whose server stopped answering, so no thread waits forever.
 
 A server that is down refuses connections at once, and ``statement_timeout`` ends statements
 that run too long on a server that still works. A *hung* server (a stopped process, a network
@@ -11,6 +17,10 @@ rollbacks, pool pings). A round trip that outlives its limit gets its socket shu
 the watchdog's thread: the waiting driver sees the connection closed, raises a disconnect
 error (which ``manager.db`` turns into ``DatabaseUnavailable``), and the pool discards the
 connection. ``shutdown()`` leaves the file descriptor open, so it cannot hit a reused number.
+
+:class:`ConnectBreaker` keeps a whole request pool from waiting on a server known to be away:
+after a failed connection (or a broken round trip) new connections fail at once for a moment,
+then one thread at a time probes the server until a connection succeeds again.
 """
 
 from __future__ import annotations
@@ -18,20 +28,54 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from manager.core.errors import DatabaseUnavailable
+
 log = logging.getLogger("macpool.db")
+
+#: SQLSTATE classes (first two characters) and codes that mean "the database is not available
+#: now" rather than "this request is wrong": connection exceptions, operator intervention
+#: (shutdown, statement timeout), insufficient resources, lock not available (lock_timeout).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+UNAVAILABLE_SQLSTATES = ("55P03",)
+#: SQLite primary result codes of an unavailable database: BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+UNAVAILABLE_SQLITE_CODES = (5, 6, 10, 13, 14)
+
+
+def as_unavailable(
+    error: BaseException, dialect: Any, *, disconnect: bool
+) -> DatabaseUnavailable | None:
+    """The DatabaseUnavailable a driver error stands for, if it is an outage."""
+    if disconnect:
+        return DatabaseUnavailable(str(error))
+    if type(error).__module__.startswith("psycopg"):
+        sqlstate = getattr(error, "sqlstate", None)
+        outage = sqlstate is None or (
+            sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES or sqlstate in UNAVAILABLE_SQLSTATES
+        )
+        if outage and isinstance(error, dialect.loaded_dbapi.OperationalError):
+            return DatabaseUnavailable(str(error))
+        return None
+    code = getattr(error, "sqlite_errorcode", 0)
+    if isinstance(error, sqlite3.OperationalError) and code & 0xFF in UNAVAILABLE_SQLITE_CODES:
+        return DatabaseUnavailable(str(error))
+    return None
 
 
 class RoundTripWatchdog:
     """Shuts down the socket of any round trip still waiting after its limit."""
 
-    def __init__(self, *, interval: float = 0.1) -> None:
+    def __init__(
+        self, *, interval: float = 0.1, on_break: Callable[[], None] | None = None
+    ) -> None:
         self.interval = interval
+        self.on_break = on_break
         self._lock = threading.Condition()
         self._waiting: dict[int, tuple[float, Any]] = {}
         self._tokens = iter(range(1, 2**62))
@@ -86,6 +130,39 @@ class RoundTripWatchdog:
             return
         self.broken += 1
         log.warning("the database did not answer in time; connection closed")
+        if self.on_break is not None:
+            self.on_break()
+
+
+class ConnectBreaker:
+    """Fails new connections at once for ``cooldown`` seconds after a failure; then lets one
+    thread at a time try (for up to ``probe`` seconds) until one succeeds."""
+
+    def __init__(self, *, cooldown: float, probe: float) -> None:
+        self.cooldown = cooldown
+        self.probe = probe
+        self._lock = threading.Lock()
+        self._failing = False
+        self._closed_until = 0.0
+
+    def before_connect(self) -> None:
+        """Raise :class:`DatabaseUnavailable` unless this thread may try to connect."""
+        with self._lock:
+            if not self._failing:
+                return
+            now = time.monotonic()
+            if now < self._closed_until:
+                raise DatabaseUnavailable("the database failed moments ago; not retrying yet")
+            self._closed_until = now + self.probe  # this thread probes; the others fail fast
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._failing = False
+
+    def failed(self) -> None:
+        with self._lock:
+            self._failing = True
+            self._closed_until = time.monotonic() + self.cooldown
 
 
 def watch_round_trips(
@@ -117,4 +194,4 @@ def watch_round_trips(
     dialect.do_ping = timed(dialect.do_ping, ping, by_connection)
 
 
-__all__ = ["RoundTripWatchdog", "watch_round_trips"]
+__all__ = ["ConnectBreaker", "RoundTripWatchdog", "as_unavailable", "watch_round_trips"]
