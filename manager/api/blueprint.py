@@ -7,15 +7,22 @@ from typing import Any
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError
 from webargs import missing
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, abort
 
 
 class JsonBodyParser(FlaskParser):
     """A body that is absent, or not sent as JSON, is an error instead of an empty object.
 
     Without this a PATCH sent without ``Content-Type: application/json`` would change nothing
-    and still answer 200, hiding the client's mistake.
+    and still answer 200, hiding the client's mistake. A body nested deeper than the JSON
+    parser can recurse is unreadable like any other invalid JSON (400), not a server error.
     """
+
+    def _raw_load_json(self, req: Any) -> Any:
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            abort(400, messages={"json": ["The JSON body is nested too deeply."]})
 
     def load_json(self, req: Any, schema: Schema) -> Any:
         data = super().load_json(req, schema)
