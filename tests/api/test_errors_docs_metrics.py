@@ -8,8 +8,10 @@ from flask.testing import FlaskClient
 
 import manager.api.pools as pool_views
 from manager.api.errors import REASON_BY_STATUS, STATUS_BY_FAMILY, status_for
+from manager.api.fields import NO_NUL_PATTERN
 from manager.core import MAC_PATTERN
 from manager.core.errors import Conflict, DatabaseUnavailable, InvalidInput, MacPoolError, NotFound
+from manager.core.mac import ASSIGNABLE_MAC_PATTERN
 from tests.api.conftest import Headers
 
 SHAPE = {"code", "status", "message", "reason", "errors"}
@@ -126,11 +128,21 @@ def test_openapi_document(client: FlaskClient) -> None:
     assert len(operations) == 20
     for path, method, op in operations:
         assert op["security"] == [{"bearerAuth": []}], (path, method)
-        assert {"401", "403"} <= set(op["responses"]), (path, method)
+        assert {"401", "403", "503"} <= set(op["responses"]), (path, method)
     allocate = paths["/api/v1/allocations"]["post"]["responses"]
     assert {"200", "201", "404", "409", "422"} <= set(allocate)
-    request_mac = doc["components"]["schemas"]["AllocationRequest"]["properties"]["mac"]
-    assert request_mac["pattern"] == MAC_PATTERN
+    schemas = doc["components"]["schemas"]
+    request_mac = schemas["AllocationRequest"]["properties"]["mac"]
+    assert request_mac["pattern"] == ASSIGNABLE_MAC_PATTERN
+    assert schemas["Range"]["properties"]["start"]["pattern"] == ASSIGNABLE_MAC_PATTERN
+    assert schemas["Owner"]["properties"]["kind"]["pattern"] == NO_NUL_PATTERN
+    assert schemas["ScopeCreate"]["not"] == {"anyOf": [{"required": ["parent", "parent_id"]}]}
+    assert schemas["AllocationRequest"]["not"] == {"anyOf": [{"required": ["scope", "scope_id"]}]}
+    # X-Pagination is sent as JSON text, and documented so.
+    pagination = doc["components"]["headers"]["PaginationJSON"]
+    assert pagination["schema"]["type"] == "string"
+    listed = paths["/api/v1/pools"]["get"]["responses"]["200"]["headers"]["X-Pagination"]
+    assert listed == {"$ref": "#/components/headers/PaginationJSON"}
     mac_param = paths["/api/v1/macs/{mac}"]["parameters"][0]
     assert mac_param["schema"]["pattern"] == MAC_PATTERN
 
