@@ -32,7 +32,13 @@ AFTER_RESTART = 3.0
 def _run(envs: list[dict[str, str]], database_url: str, root: Path, figures: Figures) -> None:
     token = create_token(envs[0])
     with replicas(envs, root) as running:
-        load = Load(urls=[r.url for r in running], token=token, http_clients=4, cli_env=envs[0])
+        load = Load(
+            urls=[r.url for r in running],
+            token=token,
+            http_clients=4,
+            cli_env=envs[0],
+            cli_workers=2,
+        )
         load.start()
         time.sleep(BEFORE_KILL)
         victim = running[-1]
