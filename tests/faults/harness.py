@@ -261,19 +261,6 @@ class Figures:
         return f"FAULT {self.name}: " + ", ".join(f"{k}={v}" for k, v in self.counts.items())
 
 
-__all__ = [
-    "Figures",
-    "FreezingProxy",
-    "Postgres",
-    "Replica",
-    "cli",
-    "create_token",
-    "postgres_bin",
-    "replica_env",
-    "replicas",
-]
-
-
 @dataclass
 class Stored:
     """What the database holds after a fault: allocations by owner, and MACs held twice."""
@@ -305,3 +292,18 @@ def stored_allocations(database_url: str) -> Stored:
         allocations=len(rows),
         held_macs=held,
     )
+
+
+__all__ = [
+    "Figures",
+    "FreezingProxy",
+    "Postgres",
+    "Replica",
+    "Stored",
+    "cli",
+    "create_token",
+    "postgres_bin",
+    "replica_env",
+    "replicas",
+    "stored_allocations",
+]

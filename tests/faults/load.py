@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from tests.faults.harness import Figures, cli
+from tests.faults.harness import Figures, Stored, cli, stored_allocations
 
 SCOPE = "/"
 
@@ -122,6 +122,17 @@ class Load:
         figures.counts["requests"] = len(self.outcomes)
         for kind in ("ack", "503", "5xx", "4xx", "refused", "cli-error"):
             figures.counts[kind] = kinds.get(kind, 0)
+
+    def settle(self, database_url: str, figures: Figures) -> tuple[list[str], Stored]:
+        """Compare what was acknowledged with what is stored: the owners whose acknowledged
+        allocation is missing (lost), and the stored state; both go into ``figures``."""
+        stored = stored_allocations(database_url)
+        lost = [o for o, mac in self.acknowledged().items() if stored.by_owner.get(o) != mac]
+        self.report(figures)
+        figures.counts.update(
+            lost=len(lost), duplicated=stored.duplicated_macs, stored=stored.allocations
+        )
+        return lost, stored
 
 
 def _fresh(session: requests.Session) -> requests.Session:

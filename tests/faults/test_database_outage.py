@@ -28,7 +28,6 @@ from tests.faults.harness import (
     create_token,
     replica_env,
     replicas,
-    stored_allocations,
 )
 from tests.faults.load import Load
 
@@ -113,16 +112,9 @@ def _wait_for_recovery(replica: Replica, token: str) -> float:
 
 
 def _check_load(load: Load, database_url: str, figures: Figures) -> None:
-    load.report(figures)
-    stored = stored_allocations(database_url)
-    acknowledged = load.acknowledged()
-    lost = [owner for owner, mac in acknowledged.items() if stored.by_owner.get(owner) != mac]
+    lost, stored = load.settle(database_url, figures)
     unavailable = [o for o in load.outcomes if o.kind == "503"]
-    figures.counts.update(
-        lost=len(lost),
-        duplicated=stored.duplicated_macs,
-        slowest_503_s=round(max((o.seconds for o in unavailable), default=0), 2),
-    )
+    figures.counts["slowest_503_s"] = round(max((o.seconds for o in unavailable), default=0), 2)
     assert load.count("5xx") == 0, "an outage is a 503, never another server error"
     assert load.count("4xx") == 0
     assert all(

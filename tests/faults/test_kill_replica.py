@@ -18,7 +18,6 @@ from tests.faults.harness import (
     create_token,
     replica_env,
     replicas,
-    stored_allocations,
 )
 from tests.faults.load import Load
 
@@ -47,18 +46,10 @@ def _run(envs: list[dict[str, str]], database_url: str, root: Path, figures: Fig
         victim.start()
         time.sleep(AFTER_RESTART)
         load.stop()
-    stored = stored_allocations(database_url)
+    lost, stored = load.settle(database_url, figures)
     acknowledged = load.acknowledged()
-    lost = [owner for owner, mac in acknowledged.items() if stored.by_owner.get(owner) != mac]
     in_doubt = len(load.outcomes) - len(acknowledged) - load.count("4xx")
-    load.report(figures)
-    figures.counts.update(
-        lost=len(lost),
-        duplicated=stored.duplicated_macs,
-        stored=stored.allocations,
-        in_doubt=in_doubt,
-        requests_before_kill=killed_at,
-    )
+    figures.counts.update(in_doubt=in_doubt, requests_before_kill=killed_at)
     assert load.count("ack") > 20, "the load must have got through before and after the kill"
     assert lost == [], "every acknowledged allocation is stored with its MAC"
     assert stored.duplicated_macs == 0
