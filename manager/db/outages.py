@@ -80,6 +80,7 @@ class RoundTripWatchdog:
         self._waiting: dict[int, tuple[float, Any]] = {}
         self._tokens = iter(range(1, 2**62))
         self._thread: threading.Thread | None = None
+        self._sleeping = False
         #: Round trips broken so far (for logs and tests).
         self.broken = 0
 
@@ -90,7 +91,11 @@ class RoundTripWatchdog:
             token = next(self._tokens)
             self._waiting[token] = (time.monotonic() + limit, dbapi_connection)
             self._ensure_running()
-            self._lock.notify()
+            if self._sleeping:
+                # Only a watchdog that found nothing to watch sleeps without a timeout; an
+                # awake one looks again within ``interval``, long before any limit runs out,
+                # so statements do not wake it one by one.
+                self._lock.notify()
         try:
             yield
         finally:
@@ -109,7 +114,9 @@ class RoundTripWatchdog:
         with self._lock:
             while True:
                 if not self._waiting:
+                    self._sleeping = True
                     self._lock.wait()
+                    self._sleeping = False
                     continue
                 now = time.monotonic()
                 for token, (deadline, connection) in list(self._waiting.items()):
