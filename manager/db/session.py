@@ -41,7 +41,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.pool import NullPool, QueuePool
 
 from manager.core.errors import DatabaseUnavailable
 from manager.db.outages import (
@@ -282,6 +282,17 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.url.get_backend_name()
+
+    def migration_engine(self) -> Engine:
+        """An engine for schema migrations: without the statement timeout and the watchdog
+        (building an index on a large table may take minutes), with the connect timeout.
+        The caller disposes of it."""
+        if self.is_sqlite:
+            return self.engine
+        args = {"connect_timeout": CONNECT_TIMEOUT} if self.dialect == "postgresql" else {}
+        engine = create_engine(self.url, poolclass=NullPool, connect_args=args)
+        _translate_outages(engine)
+        return engine
 
     def new_session(self, *, write: bool = False) -> Session:
         """A session the caller owns (and must commit or roll back, then close)."""

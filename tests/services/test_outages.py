@@ -74,3 +74,22 @@ def test_hung_server_round_trip_is_broken() -> None:
         proxy.frozen.clear()
         db.dispose()
         proxy.close()
+
+
+@pytest.mark.postgres
+def test_statements_time_out_except_in_migrations() -> None:
+    """Requests' statements end after STATEMENT_TIMEOUT; schema migrations may run long."""
+    if not POSTGRES_URL:
+        pytest.skip("MACPOOL_TEST_POSTGRES_URL is not set")
+    db = Database(POSTGRES_URL)
+    migrations = db.migration_engine()
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "3s"
+        with migrations.connect() as conn:
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+        with pytest.raises(DatabaseUnavailable), db.session() as session:
+            session.execute(text("SELECT pg_sleep(5)"))
+    finally:
+        migrations.dispose()
+        db.dispose()
