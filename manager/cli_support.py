@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from manager.config import ConfigError, Settings, load_settings
 from manager.core.actor import Actor
-from manager.core.errors import MacPoolError
+from manager.core.errors import DatabaseUnavailable, MacPoolError
 from manager.db import Database
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,7 +75,7 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ConfigError as exc:
             fail(f"configuration: {exc.message}", 2)
-        except MacPoolError as exc:
+        except (MacPoolError, DatabaseUnavailable) as exc:
             fail(exc.message)
         except OSError as exc:
             fail(str(exc))

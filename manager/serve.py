@@ -17,6 +17,7 @@ from gunicorn.app.base import BaseApplication
 
 from manager.config import Settings
 from manager.core.actor import SYSTEM
+from manager.core.errors import DatabaseUnavailable
 from manager.core.mac import format_mac_int
 from manager.db import Database
 from manager.migrate import upgrade
@@ -79,6 +80,8 @@ def _sweeper(settings: Settings, stop: threading.Event) -> None:
                 prune_history(session)
             if released:
                 log.info("released %d expired pending allocation(s)", released)
+        except DatabaseUnavailable as exc:  # an outage: say so once per sweep, no traceback
+            log.warning("expiry sweep skipped: the database is unavailable (%s)", exc.detail)
         except Exception:  # keep sweeping: a passing database error must not stop it
             log.exception("expiry sweep failed")
 

@@ -1,4 +1,8 @@
-"""The UI's one mapping of domain errors and HTTP errors to pages and form messages."""
+"""The UI's error pages and form statuses.
+
+Domain errors and database outages answer from the one table of every channel
+(:mod:`manager.services.errors`); HTTP errors keep their status.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from flask import Blueprint, Flask, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
-from manager.core.errors import Conflict, InvalidInput, MacPoolError
-from manager.core.errors import NotFound as DomainNotFound
+from manager.core.errors import DatabaseUnavailable, MacPoolError
+from manager.services.errors import AnsweredError, answer_for
+from manager.services.errors import status_of as _table_status
 from ui.blueprint import bp
 from ui.security import template_globals
 
@@ -25,6 +30,7 @@ TITLES = {
     413: "Upload too large",
     422: "Cannot accept this input",
     500: "Something went wrong",
+    503: "Database unavailable",
 }
 EXPLANATIONS = {
     403: "Your account's role does not allow this. Ask an administrator if you need it.",
@@ -36,19 +42,16 @@ FOREIGN_PREFIXES = ("/api", "/mutate-", "/metrics", "/healthz", "/readyz")
 
 
 def status_of(exc: MacPoolError) -> int:
-    """The HTTP status the UI answers a domain error with."""
-    if isinstance(exc, DomainNotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, InvalidInput):
-        return 422
-    return 400
+    """The HTTP status the UI answers a domain error with (the channels' one table)."""
+    return _table_status(exc)
 
 
-def error_page(status: int, message: str | None = None) -> ResponseReturnValue:
+def error_page(
+    status: int, message: str | None = None, *, retry_after: int | None = None
+) -> ResponseReturnValue:
     """An error page in the UI's style."""
     text = message or EXPLANATIONS.get(status, "")
+    headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
     return (
         render_template(
             "ui/error.html",
@@ -58,12 +61,19 @@ def error_page(status: int, message: str | None = None) -> ResponseReturnValue:
             **template_globals(),
         ),
         status,
+        headers,
     )
 
 
 @bp.errorhandler(MacPoolError)
-def _domain_error(exc: MacPoolError) -> ResponseReturnValue:
-    return error_page(status_of(exc), exc.message)
+@bp.errorhandler(DatabaseUnavailable)
+def _domain_error(exc: AnsweredError) -> ResponseReturnValue:
+    answer = answer_for(exc)
+    if isinstance(exc, DatabaseUnavailable):
+        log.warning(
+            "UI request %s %s: database unavailable: %s", request.method, request.path, exc.detail
+        )
+    return error_page(answer.status, answer.message, retry_after=answer.retry_after)
 
 
 @bp.errorhandler(HTTPException)
@@ -109,6 +119,7 @@ def _unmatched(exc: NotFound) -> ResponseReturnValue:
 def install_error_pages(blueprint: Blueprint) -> None:
     """Give another blueprint (a plugin's pages) the UI's error pages."""
     blueprint.register_error_handler(MacPoolError, _domain_error)
+    blueprint.register_error_handler(DatabaseUnavailable, _domain_error)
     blueprint.register_error_handler(HTTPException, _http_error)
     blueprint.register_error_handler(InternalServerError, _server_error)
 

@@ -15,9 +15,15 @@ from flask_smorest.spec.plugins import integerconverter2paramschema
 from swagger_ui_bundle import swagger_ui_path
 
 from manager.api import allocations, events, macs, migrations, pools, scopes
-from manager.api.auth import FORBIDDEN_RESPONSE, SECURITY_SCHEME, UNAUTHORIZED_RESPONSE
+from manager.api.auth import (
+    FORBIDDEN_RESPONSE,
+    SECURITY_SCHEME,
+    UNAUTHORIZED_RESPONSE,
+    UNAVAILABLE_RESPONSE,
+)
+from manager.api.blueprint import PAGINATION_HEADER, PAGINATION_HEADER_ID
 from manager.api.errors import register_error_handlers
-from manager.api.fields import IdConverter
+from manager.api.fields import ExclusiveFieldsPlugin, IdConverter
 from manager.api.metrics import init_metrics
 from manager.api.schemas import ErrorSchema
 
@@ -50,30 +56,47 @@ def _config(app: Flask) -> None:
     )
 
 
-def _error_response(description: str, *, www_authenticate: bool = False) -> dict[str, Any]:
+def _error_response(
+    description: str, *, www_authenticate: bool = False, retry_after: bool = False
+) -> dict[str, Any]:
     response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": ErrorSchema}},
     }
+    headers: dict[str, Any] = {}
     if www_authenticate:
-        response["headers"] = {
-            "WWW-Authenticate": {
-                "description": "The Bearer challenge (RFC 6750)",
-                "schema": {"type": "string"},
-            }
+        headers["WWW-Authenticate"] = {
+            "description": "The Bearer challenge (RFC 6750)",
+            "schema": {"type": "string"},
         }
+    if retry_after:
+        headers["Retry-After"] = {
+            "description": "Seconds to wait before trying again",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        }
+    if headers:
+        response["headers"] = headers
     return response
 
 
 def _document(api: Api) -> None:
     components = api.spec.components
     components.security_scheme(SECURITY_SCHEME, {"type": "http", "scheme": "bearer"})
+    components.header(PAGINATION_HEADER_ID, PAGINATION_HEADER)
     components.response(
         UNAUTHORIZED_RESPONSE,
         _error_response("No token, or an unknown or revoked one", www_authenticate=True),
     )
     components.response(
         FORBIDDEN_RESPONSE, _error_response("The token's role is too weak", www_authenticate=True)
+    )
+    components.response(
+        UNAVAILABLE_RESPONSE,
+        _error_response(
+            "database_unavailable: the database is down, hung or busy; nothing was changed. "
+            "Retry after the Retry-After seconds.",
+            retry_after=True,
+        ),
     )
 
 
@@ -89,7 +112,7 @@ def init_app(app: Flask) -> None:
     _config(app)
     app.url_map.converters["mac"] = macs.MacConverter
     app.url_map.converters["id"] = IdConverter
-    api = MacPoolApi(app)
+    api = MacPoolApi(app, spec_kwargs={"extra_plugins": [ExclusiveFieldsPlugin()]})
     api.register_converter(macs.MacConverter, macs.mac_parameter_schema)
     api.register_converter(IdConverter, integerconverter2paramschema)
     _document(api)

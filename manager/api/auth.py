@@ -25,6 +25,8 @@ SECURITY_SCHEME = "bearerAuth"
 REALM = 'Bearer realm="macpool"'
 UNAUTHORIZED_RESPONSE = "UNAUTHORIZED"
 FORBIDDEN_RESPONSE = "FORBIDDEN"
+#: Every authenticated operation reads its token from the database, so any may answer this.
+UNAVAILABLE_RESPONSE = "DATABASE_UNAVAILABLE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +118,7 @@ def requires(blp: Blueprint, role: str) -> Callable[[F], F]:
         documented = blp.doc(security=[{SECURITY_SCHEME: []}])(func)
         documented = blp.alt_response(401, UNAUTHORIZED_RESPONSE)(documented)
         documented = blp.alt_response(403, FORBIDDEN_RESPONSE)(documented)
+        documented = blp.alt_response(503, UNAVAILABLE_RESPONSE)(documented)
 
         @wraps(documented)
         def wrapper(*args: Any, **kwargs: Any) -> Any:

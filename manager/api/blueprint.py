@@ -7,15 +7,22 @@ from typing import Any
 from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError
 from webargs import missing
-from webargs.flaskparser import FlaskParser
+from webargs.flaskparser import FlaskParser, abort
 
 
 class JsonBodyParser(FlaskParser):
     """A body that is absent, or not sent as JSON, is an error instead of an empty object.
 
     Without this a PATCH sent without ``Content-Type: application/json`` would change nothing
-    and still answer 200, hiding the client's mistake.
+    and still answer 200, hiding the client's mistake. A body nested deeper than the JSON
+    parser can recurse is unreadable like any other invalid JSON (400), not a server error.
     """
+
+    def _raw_load_json(self, req: Any) -> Any:
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError:
+            abort(400, messages={"json": ["The JSON body is nested too deeply."]})
 
     def load_json(self, req: Any, schema: Schema) -> Any:
         data = super().load_json(req, schema)
@@ -26,10 +33,25 @@ class JsonBodyParser(FlaskParser):
         return data
 
 
+#: The ``X-Pagination`` header as it is sent: flask-smorest writes the metadata as JSON text
+#: (OpenAPI's ``simple`` header style would be ``total,3,page,1``), so it is a string here.
+PAGINATION_HEADER_ID = "PaginationJSON"
+PAGINATION_HEADER = {
+    "description": "Pagination metadata as a JSON object: total, total_pages, first_page, "
+    "last_page, page, and previous_page/next_page when there is one "
+    '(e.g. {"total": 120, "total_pages": 3, "first_page": 1, "last_page": 3, "page": 1, '
+    '"next_page": 2}).',
+    "schema": {"type": "string", "pattern": "^\\{.*\\}$"},
+}
+
+
 class ApiBlueprint(Blueprint):  # type: ignore[misc]  # flask-smorest ships no type hints
     """One resource of ``/api/v1``."""
 
     ARGUMENTS_PARSER = JsonBodyParser()
 
+    def _document_pagination_metadata(self, spec: Any, resp_doc: dict[str, Any]) -> None:
+        resp_doc.setdefault("headers", {})[self.PAGINATION_HEADER_NAME] = PAGINATION_HEADER_ID
 
-__all__ = ["ApiBlueprint", "JsonBodyParser"]
+
+__all__ = ["PAGINATION_HEADER", "PAGINATION_HEADER_ID", "ApiBlueprint", "JsonBodyParser"]

@@ -1,9 +1,11 @@
-"""The one error→HTTP table of the REST API and the handlers that use it.
+"""The REST API's error handlers.
 
 Every error the API answers with has one shape, documented as ``ErrorSchema``:
-``{"code", "status", "message", "reason", "errors"}``. Domain errors map by family (the
-leaves only choose the ``reason``); HTTP errors raised by Flask, werkzeug or webargs get a
-reason from their status; anything unexpected becomes a 500 that tells nothing of the internals.
+``{"code", "status", "message", "reason", "errors"}``. Domain errors and database outages
+answer from the one table of every channel (:mod:`manager.services.errors`: families choose the
+status, leaves the ``reason``; an outage is a 503 with ``Retry-After``); HTTP errors raised by
+Flask, werkzeug or webargs get a reason from their status; anything unexpected becomes a 500
+that tells nothing of the internals.
 """
 
 from __future__ import annotations
@@ -17,18 +19,12 @@ from marshmallow import Schema
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from manager.api.fields import Mac
-from manager.core.errors import Conflict, InvalidInput, InvalidMac, MacPoolError, NotFound
+from manager.core.errors import DatabaseUnavailable, InvalidMac, MacPoolError
+from manager.services.errors import STATUS_BY_FAMILY, AnsweredError, answer_for, status_of
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api"
-
-#: The families of the core error tree and their HTTP status; leaves inherit their family's.
-STATUS_BY_FAMILY: dict[type[MacPoolError], int] = {
-    NotFound: 404,
-    InvalidInput: 422,
-    Conflict: 409,
-}
 
 #: The ``reason`` of errors that do not come from the domain, by HTTP status.
 REASON_BY_STATUS: dict[int, str] = {
@@ -42,15 +38,13 @@ REASON_BY_STATUS: dict[int, str] = {
     415: "unsupported_media_type",
     422: "validation_error",
     500: "internal_error",
+    503: "database_unavailable",
 }
 
 
-def status_for(error: MacPoolError) -> int:
-    """The HTTP status of a domain error: its nearest family's (500 for a bare MacPoolError)."""
-    for cls in type(error).__mro__:
-        if cls in STATUS_BY_FAMILY:
-            return STATUS_BY_FAMILY[cls]
-    return 500
+def status_for(error: AnsweredError) -> int:
+    """The HTTP status of a domain error or an outage (the channels' one table)."""
+    return status_of(error)
 
 
 def error_response(
@@ -75,13 +69,17 @@ def error_response(
     return response
 
 
-def handle_domain_error(error: MacPoolError) -> Response:
-    """A domain error: status from its family, reason from its class, details as ``errors``."""
-    errors: dict[str, Any] = dict(error.details)
-    if error.field:
-        errors["field"] = error.field
+def handle_domain_error(error: AnsweredError) -> Response:
+    """A domain error or an outage: status and reason from the table, details as ``errors``."""
+    answer = answer_for(error)
+    if isinstance(error, DatabaseUnavailable):
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, error.detail)
+    errors: dict[str, Any] = dict(answer.details)
+    if answer.input_field:
+        errors["field"] = answer.input_field
+    headers = {} if answer.retry_after is None else {"Retry-After": str(answer.retry_after)}
     return error_response(
-        status_for(error), message=error.message, reason=error.reason, errors=errors
+        answer.status, message=answer.message, reason=answer.reason, errors=errors, headers=headers
     )
 
 
@@ -173,6 +171,7 @@ def handle_unexpected(error: Exception) -> Response:
 def register_error_handlers(app: Flask) -> None:
     """Install the handlers; they replace flask-smorest's HTTP handler, so call this after it."""
     app.register_error_handler(MacPoolError, handle_domain_error)
+    app.register_error_handler(DatabaseUnavailable, handle_domain_error)
     app.register_error_handler(HTTPException, handle_http_error)
     app.register_error_handler(Exception, handle_unexpected)
 

@@ -1,14 +1,15 @@
 """Marshmallow schemas of the API, named ``<Thing><Role>Schema``.
 
 Request bodies refuse unknown keys (``RAISE``, marshmallow's default) so that a typo is a 422,
-not a silently ignored setting. Response schemas describe the dicts of ``manager.presenters``.
+not a silently ignored setting. ``EXCLUSIVE`` names fields a request may not give together (the
+document says so with ``not: required``, see :class:`~manager.api.fields.ExclusiveFieldsPlugin`). Response schemas describe the dicts of ``manager.presenters``.
 """
 
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from manager.api.fields import Id, Mac, Text, UtcDateTime
+from manager.api.fields import AssignableMac, Id, Mac, Text, UtcDateTime
 from manager.services.allocations import MAX_TTL_SECONDS, STATES
 from manager.services.handovers import HANDOVER_STATES
 from manager.services.migration_check import STATUSES as CHECK_STATUSES
@@ -17,7 +18,8 @@ NAME = validate.Length(min=1, max=255)
 #: A scope path: absolute, like /dc1/c1 (a bare number would be taken for an id).
 PATH = [
     validate.Length(min=1, max=2048),
-    validate.Regexp(r"^/", error="A scope path starts with '/', e.g. /dc1/c1."),
+    # NUL is refused by Text first, with its own message; the pattern documents both rules.
+    validate.Regexp(r"^/[^\x00]*$", error="A scope path starts with '/', e.g. /dc1/c1."),
 ]
 
 
@@ -43,8 +45,8 @@ class RangeSchema(Schema):
     """One inclusive range of MAC addresses."""
 
     id = fields.Integer(dump_only=True)
-    start = Mac(required=True)
-    end = Mac(required=True)
+    start = AssignableMac(required=True)
+    end = AssignableMac(required=True)
     size = fields.Integer(dump_only=True, metadata={"description": "Unicast addresses in it"})
 
 
@@ -115,6 +117,7 @@ class ScopeQueryArgsSchema(Schema):
 
 
 class ScopeCreateSchema(Schema):
+    EXCLUSIVE = (("parent", "parent_id"),)
     kind = Text(required=True, validate=validate.OneOf(["datacenter", "cluster", "namespace"]))
     name = Text(required=True, validate=NAME)
     parent_id = Id(metadata={"description": "Parent scope id (default: the engine)"})
@@ -127,6 +130,7 @@ class ScopeCreateSchema(Schema):
 
 
 class ScopeUpdateSchema(Schema):
+    EXCLUSIVE = (("parent", "parent_id"),)
     name = Text(validate=NAME)
     description = Text(validate=validate.Length(max=4096))
     pool_id = Id(allow_none=True, metadata={"description": "Assign a pool; null inherits again"})
@@ -182,6 +186,7 @@ class AllocationSchema(Schema):
 
 
 class AllocationRequestSchema(Schema):
+    EXCLUSIVE = (("scope", "scope_id"),)
     scope_id = Id(metadata={"description": "Scope id (default: the engine)"})
     scope = Text(
         validate=PATH,
@@ -189,7 +194,7 @@ class AllocationRequestSchema(Schema):
     )
     owner = fields.Nested(OwnerSchema, required=True)
     interface = Text(required=True, validate=validate.Length(min=1, max=255))
-    mac = Mac(metadata={"description": "Ask for this MAC instead of the next free one"})
+    mac = AssignableMac(metadata={"description": "Ask for this MAC instead of the next free one"})
     ttl_seconds = fields.Integer(
         validate=validate.Range(min=1, max=MAX_TTL_SECONDS),
         metadata={"description": "Make the allocation pending; released unless confirmed"},

@@ -19,6 +19,12 @@ importer) maps the families to its own answers in exactly one place.
         ├── PoolInUse                 reason pool_in_use
         ├── ScopeNotEmpty             reason scope_not_empty
         └── InvalidState              reason invalid_state
+
+    DatabaseUnavailable               reason database_unavailable
+
+``DatabaseUnavailable`` stands outside ``MacPoolError`` on purpose: an outage says nothing about
+the request, so no handler of refusals (``except MacPoolError``) may take it for one; each
+channel answers it as "try again later" from the same table as the families.
 """
 
 from __future__ import annotations
@@ -123,8 +129,25 @@ class InvalidState(Conflict):
     reason = "invalid_state"
 
 
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached or does not answer in time (down, hung, locked).
+
+    Raised by ``manager.db`` in place of the driver's connection, timeout and disconnect
+    errors; the request can be retried once the database is back, without a restart.
+    """
+
+    reason = "database_unavailable"
+    message = "MacPool cannot reach its database right now; nothing was changed. Try again shortly."
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(self.message)
+        #: The driver's own words, for the log only (may name hosts and ports).
+        self.detail = detail
+
+
 __all__ = [
     "Conflict",
+    "DatabaseUnavailable",
     "DuplicatesExist",
     "InterfaceInUse",
     "InvalidInput",

@@ -27,6 +27,14 @@ MAC_PATTERN = (
     r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}|[0-9A-Fa-f]{12})$"
 )
 _MAC_RE = re.compile(MAC_PATTERN)
+#: The written forms of a MAC that may be handed out or bound to a NIC: not multicast (the
+#: first octet's second digit is even) and not all-zero (some digit is not 0).
+ASSIGNABLE_MAC_PATTERN = (
+    r"^(?![0:.-]*$)([0-9A-Fa-f][02468AaCcEe](:[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f][02468AaCcEe](-[0-9A-Fa-f]{2}){5}"
+    r"|[0-9A-Fa-f][02468AaCcEe][0-9A-Fa-f]{2}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}"
+    r"|[0-9A-Fa-f][02468AaCcEe][0-9A-Fa-f]{10})$"
+)
 
 
 def is_multicast_int(value: int) -> bool:
@@ -145,6 +153,7 @@ def parse_assignable_mac(value: object) -> MacAddress:
 
 
 __all__ = [
+    "ASSIGNABLE_MAC_PATTERN",
     "MAC_MAX",
     "MAC_PATTERN",
     "OCTET_BLOCK",

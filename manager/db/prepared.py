@@ -10,7 +10,10 @@ stores. Only the per-call machinery is skipped:
 
 - it runs inside the connection's current transaction (the caller's session began it);
 - driver errors are raised as SQLAlchemy's exceptions (:class:`sqlalchemy.exc.IntegrityError`
-  and the rest), so callers catch the same thing as with ``Connection.execute``;
+  and the rest), or as ``DatabaseUnavailable`` for an outage, so callers catch the same thing
+  as with ``Connection.execute``;
+- it runs through the dialect's ``do_execute``/``do_executemany``, so a hung server's round
+  trips are broken as those of ``Connection.execute`` (see ``manager.db.outages``);
 - connection events (``before_cursor_execute``) do not fire for it.
 
 Not for statements that need per-call compilation: expanding ``IN`` parameters, or inserts
@@ -27,6 +30,9 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
+
+from manager.core.errors import DatabaseUnavailable
+from manager.db.outages import as_unavailable
 
 Processor = Callable[[Any], Any] | None
 _REQUIRED = object()
@@ -108,9 +114,9 @@ class Prepared:
         values: Any = [_values(form, each) for each in params] if many else _values(form, params[0])
         try:
             if many:
-                cursor.executemany(form.sql, values)
+                conn.dialect.do_executemany(cursor, form.sql, values)
             else:
-                cursor.execute(form.sql, values)
+                conn.dialect.do_execute(cursor, form.sql, values)
             fetched = cursor.fetchall() if fetch and form.results else []
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(conn, cursor, form, values, exc) from exc
@@ -153,8 +159,11 @@ def _cursor(conn: Connection) -> Any:
     return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
 
-def _wrapped(conn: Connection, cursor: Any, form: _Form, values: Any, exc: Any) -> DBAPIError:
-    """The driver's error as SQLAlchemy raises it (``IntegrityError``, ``OperationalError``…).
+def _wrapped(
+    conn: Connection, cursor: Any, form: _Form, values: Any, exc: Any
+) -> DBAPIError | DatabaseUnavailable:
+    """The driver's error as SQLAlchemy raises it (``IntegrityError``, ``OperationalError``…),
+    or the outage it stands for, as the engine raises it.
 
     A lost connection is invalidated, as ``Connection.execute`` does: the pool replaces it
     instead of handing the dead one out again.
@@ -163,6 +172,9 @@ def _wrapped(conn: Connection, cursor: Any, form: _Form, values: Any, exc: Any) 
     lost = dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
     if lost:
         conn.invalidate(exc)
+    outage = as_unavailable(exc, dialect, disconnect=lost)
+    if outage is not None:
+        return outage
     error: DBAPIError = DBAPIError.instance(
         form.sql,
         values,

@@ -11,6 +11,15 @@ of work on a SQLite file first queue on a thread lock and an ``flock`` on a file
 database (:meth:`Database.writer_turn`), which wakes the next writer as soon as the previous one
 is done, across threads and processes alike.
 
+A database that is down, hung or locked for too long raises
+:class:`~manager.core.errors.DatabaseUnavailable` instead of the driver's error, within a few
+seconds: connections time out after ``CONNECT_TIMEOUT`` (and fail at once for a moment after
+one failed, see :class:`~manager.db.outages.ConnectBreaker`), PostgreSQL statements after
+``STATEMENT_TIMEOUT`` (server side), round trips a hung server never answers are broken by a
+:class:`~manager.db.outages.RoundTripWatchdog`, waiting for a pooled connection ends after
+``POOL_TIMEOUT``, and SQLite's busy handler gives up after ``SQLITE_BUSY_TIMEOUT_MS``. The pool
+pings a connection before lending it, so the first request after an outage works again.
+
 Checkpoints (copying the WAL back into the database file, with an fsync) run in a background
 thread of each writing process (:class:`_Checkpointer`), not inside a writer's COMMIT: SQLite's
 automatic checkpoint made every ~80th commit take 4-5 ms while all other writers waited.
@@ -29,10 +38,33 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool, QueuePool
 
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+from manager.core.errors import DatabaseUnavailable
+from manager.db.outages import (
+    ConnectBreaker,
+    RoundTripWatchdog,
+    as_unavailable,
+    watch_round_trips,
+)
+
+SQLITE_BUSY_TIMEOUT_MS = 5_000
+#: Seconds to establish a PostgreSQL connection (libpq's and psycopg's minimum is 2).
+CONNECT_TIMEOUT = 2
+#: Seconds a PostgreSQL statement may run before the server cancels it.
+STATEMENT_TIMEOUT = 3.0
+#: Seconds a round trip may wait for an answer before the watchdog breaks the connection
+#: (beyond STATEMENT_TIMEOUT: a live server cancels its own slow statements first).
+ROUND_TRIP_LIMIT = STATEMENT_TIMEOUT + 0.5
+#: Seconds the pool's liveness ping may take before the connection is replaced.
+PING_LIMIT = 1.5
+#: Seconds new connections fail at once after a failed one (then one thread probes).
+BREAKER_COOLDOWN = 1.0
+#: Seconds a thread waits for a free pooled connection.
+POOL_TIMEOUT = 3.0
 #: A committing connection checkpoints the WAL itself only past this many pages (SQLite's
 #: default is 1,000): a safety net, the background checkpointer normally runs long before.
 WAL_AUTOCHECKPOINT_PAGES = 10_000
@@ -62,6 +94,51 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         mode = "IMMEDIATE" if connection.get_execution_options().get("macpool_write") else ""
         connection.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def _translate_outages(engine: Engine) -> None:
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> BaseException | None:
+        if context.is_pre_ping:
+            return None  # the pool replaces the connection; only a failing reconnect is an outage
+        return as_unavailable(
+            context.original_exception, context.dialect, disconnect=context.is_disconnect
+        )
+
+
+class _Pool(QueuePool):
+    """The pool of a server database: waiting too long for a connection is an outage too."""
+
+    def _do_get(self) -> Any:
+        try:
+            return super()._do_get()
+        except sa_exc.TimeoutError as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+
+def _server_connect_args(url: Any) -> dict[str, Any]:
+    """psycopg's connection arguments: connect and statement timeouts (kept if the URL sets them)."""
+    args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        args["connect_timeout"] = CONNECT_TIMEOUT
+    options = str(url.query.get("options", ""))
+    if "statement_timeout" not in options:
+        timeout = f"-c statement_timeout={int(STATEMENT_TIMEOUT * 1000)}"
+        args["options"] = f"{options} {timeout}".strip()
+    return args
+
+
+def _guard_connects(engine: Engine, breaker: ConnectBreaker) -> None:
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        breaker.before_connect()
+        try:
+            connection = dialect.connect(*cargs, **cparams)
+        except Exception:
+            breaker.failed()
+            raise
+        breaker.succeeded()
+        return connection
 
 
 class _Checkpointer:
@@ -170,13 +247,30 @@ class Database:
         self.url = make_url(url)
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            kwargs["connect_args"] = {
+                "check_same_thread": False,
+                "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000,
+            }
         else:
+            kwargs["poolclass"] = _Pool
             kwargs["pool_size"] = pool_size
             kwargs["pool_pre_ping"] = True
+            kwargs["pool_timeout"] = POOL_TIMEOUT
+            if self.dialect == "postgresql":
+                kwargs["connect_args"] = _server_connect_args(self.url)
         self.engine = create_engine(self.url, **kwargs)
+        #: Breaks round trips a hung server never answers (PostgreSQL over psycopg only).
+        self.watchdog: RoundTripWatchdog | None = None
         if self.is_sqlite:
             _configure_sqlite(self.engine)
+        elif self.url.get_driver_name() == "psycopg":
+            breaker = ConnectBreaker(cooldown=BREAKER_COOLDOWN, probe=CONNECT_TIMEOUT + 1.0)
+            _guard_connects(self.engine, breaker)
+            self.watchdog = RoundTripWatchdog(on_break=breaker.failed)
+            watch_round_trips(
+                self.engine.dialect, self.watchdog, limit=ROUND_TRIP_LIMIT, ping=PING_LIMIT
+            )
+        _translate_outages(self.engine)
         write_engine = self.engine.execution_options(macpool_write=True)
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
         self._write = sessionmaker(bind=write_engine, expire_on_commit=False)
@@ -188,6 +282,17 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.url.get_backend_name()
+
+    def migration_engine(self) -> Engine:
+        """An engine for schema migrations: without the statement timeout and the watchdog
+        (building an index on a large table may take minutes), with the connect timeout.
+        The caller disposes of it."""
+        if self.is_sqlite:
+            return self.engine
+        args = {"connect_timeout": CONNECT_TIMEOUT} if self.dialect == "postgresql" else {}
+        engine = create_engine(self.url, poolclass=NullPool, connect_args=args)
+        _translate_outages(engine)
+        return engine
 
     def new_session(self, *, write: bool = False) -> Session:
         """A session the caller owns (and must commit or roll back, then close)."""

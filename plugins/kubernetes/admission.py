@@ -22,15 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from manager.core.errors import (
-    Conflict,
-    InvalidInput,
+    DatabaseUnavailable,
     InvalidMac,
     MacInUse,
     MacPoolError,
-    NotFound,
     PoolExhausted,
 )
 from manager.core.mac import parse_assignable_mac
+from manager.services.errors import AnsweredError, answer_for
 from plugins.kubernetes.broker import (
     FORKLIFT_LABELS,
     OWNER_POD,
@@ -333,9 +332,18 @@ def _annotations_without_stamp(obj: Mapping[str, Any]) -> dict[str, Any]:
 # --- errors -----------------------------------------------------------------------------------
 
 
-def _refusal(exc: MacPoolError, *, prefix: str) -> AdmissionResult:
-    """The one place where domain errors become admission refusals."""
-    details = exc.details
+def outage_refusal(request: AdmissionRequest, exc: DatabaseUnavailable) -> AdmissionResult:
+    """The refusal of a review that could not reach the database (``status.code`` 503)."""
+    prefix = ""
+    if request.kind.kind == "VirtualMachine":
+        prefix = VM_UPDATE_PREFIX if request.operation == "UPDATE" else VM_CREATE_PREFIX
+    return _refusal(exc, prefix=prefix)
+
+
+def _refusal(exc: AnsweredError, *, prefix: str) -> AdmissionResult:
+    """The one place where domain errors and outages become admission refusals."""
+    answer = answer_for(exc)
+    details = answer.details
     pool = details.get("pool")
     pool_text = f"pool '{pool}'" if pool else "its pool"
     if isinstance(exc, PoolExhausted):
@@ -348,18 +356,8 @@ def _refusal(exc: MacPoolError, *, prefix: str) -> AdmissionResult:
             f"{pool_text} does not allow duplicates"
         )
     else:
-        message = f"{prefix}{exc.message}"
-    return AdmissionResult.deny(_status_code(exc), message)
-
-
-def _status_code(exc: MacPoolError) -> int:
-    if isinstance(exc, InvalidInput):
-        return 422
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, NotFound):
-        return 404
-    return 500
+        message = f"{prefix}{answer.message}"
+    return AdmissionResult.deny(answer.status, message)
 
 
 __all__ = [
@@ -371,6 +369,7 @@ __all__ = [
     "VM_MUTATE_PREFIX",
     "VM_UPDATE_PREFIX",
     "gets_pool_mac",
+    "outage_refusal",
     "owner_of",
     "review_pod",
     "review_virtual_machine",

@@ -3,7 +3,8 @@
 Paths: ``POST /mutate-virtualmachines``, ``POST /mutate-pods``, ``POST /mutate-noop`` (answers
 every well-formed review with "allowed", for benchmarks), ``GET /healthz`` and ``GET /metrics``.
 A body that is not a well-formed AdmissionReview gets HTTP 400, one over 7 MiB gets 413 (not
-read). Business refusals are HTTP 200 with ``allowed: false``, as the API server expects.
+read). Business refusals are HTTP 200 with ``allowed: false``, as the API server expects; so is
+a review that cannot reach the database (``status.code`` 503, saying so).
 
 TLS: gunicorn wraps each accepted connection with the context its ``ssl_context`` hook returns;
 the hook hands out :class:`~plugins.kubernetes.certstore.CertificateFiles`' current context, so
@@ -21,9 +22,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from manager.config import Settings
+from manager.core.errors import DatabaseUnavailable
 from manager.db import Database
 from manager.serve import gunicorn_options, run_gunicorn
-from plugins.kubernetes.admission import review_pod, review_virtual_machine
+from plugins.kubernetes.admission import outage_refusal, review_pod, review_virtual_machine
 from plugins.kubernetes.broker import FORKLIFT_LABELS, MigrationLabels
 from plugins.kubernetes.certstore import CertificateFiles
 from plugins.kubernetes.group_commit import GroupCommit
@@ -122,7 +124,13 @@ class WebhookApp:
         started = time.perf_counter()
         try:
             request = parse_review(_read_body(environ))
-            result = self._reviewers[path](request)
+            try:
+                result = self._reviewers[path](request)
+            except DatabaseUnavailable as exc:
+                # A refusal the API server shows to the user, not a failure its failurePolicy
+                # could turn into "admitted without a MAC".
+                log.warning("review on %s: database unavailable: %s", path, exc.detail)
+                result = outage_refusal(request, exc)
         except _TooLarge:
             self._count(resource, "too_large", started)
             message = f"The AdmissionReview is larger than {MAX_REVIEW_BYTES} bytes."

@@ -8,8 +8,10 @@ from flask.testing import FlaskClient
 
 import manager.api.pools as pool_views
 from manager.api.errors import REASON_BY_STATUS, STATUS_BY_FAMILY, status_for
+from manager.api.fields import NO_NUL_PATTERN
 from manager.core import MAC_PATTERN
-from manager.core.errors import Conflict, InvalidInput, MacPoolError, NotFound
+from manager.core.errors import Conflict, DatabaseUnavailable, InvalidInput, MacPoolError, NotFound
+from manager.core.mac import ASSIGNABLE_MAC_PATTERN
 from tests.api.conftest import Headers
 
 SHAPE = {"code", "status", "message", "reason", "errors"}
@@ -25,6 +27,45 @@ def _leaves(cls: type[MacPoolError]) -> list[type[MacPoolError]]:
 def test_every_domain_error_maps_through_its_family(error: type[MacPoolError]) -> None:
     family = next(f for f in (NotFound, InvalidInput, Conflict) if issubclass(error, f))
     assert status_for(error("x")) == STATUS_BY_FAMILY[family]
+
+
+def test_database_outage_is_503_with_retry_after(
+    client: FlaskClient, admin: Headers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unavailable(*_args: object, **_kwargs: object) -> None:
+        raise DatabaseUnavailable("connection to 10.0.0.7 port 5432 refused")
+
+    monkeypatch.setattr(pool_views, "list_pools", unavailable)
+    answer = client.get("/api/v1/pools", headers=admin)
+    assert answer.status_code == 503
+    assert set(answer.json) == SHAPE
+    assert answer.json["reason"] == "database_unavailable"
+    assert "cannot reach its database" in answer.json["message"]
+    assert int(answer.headers["Retry-After"]) > 0
+    assert "10.0.0.7" not in answer.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/api/v1/allocations"),
+        ("POST", "/api/v1/pools"),
+        ("PATCH", "/api/v1/pools/1"),
+        ("POST", "/api/v1/scopes"),
+    ],
+)
+def test_deeply_nested_json_is_400(
+    client: FlaskClient, admin: Headers, method: str, path: str, depth: int
+) -> None:
+    headers = {**admin, "Content-Type": "application/json"}
+    for body in (
+        "[" * depth + "]" * depth,
+        '{"owner": ' + '{"a": ' * depth + "1" + "}" * (depth + 1),
+    ):
+        answer = client.open(path, method=method, data=body, headers=headers)
+        assert answer.status_code == 400, answer.json
+        assert answer.json["reason"] == "bad_request"
 
 
 def test_unknown_path_and_method(client: FlaskClient, viewer: Headers) -> None:
@@ -87,11 +128,21 @@ def test_openapi_document(client: FlaskClient) -> None:
     assert len(operations) == 22
     for path, method, op in operations:
         assert op["security"] == [{"bearerAuth": []}], (path, method)
-        assert {"401", "403"} <= set(op["responses"]), (path, method)
+        assert {"401", "403", "503"} <= set(op["responses"]), (path, method)
     allocate = paths["/api/v1/allocations"]["post"]["responses"]
     assert {"200", "201", "404", "409", "422"} <= set(allocate)
-    request_mac = doc["components"]["schemas"]["AllocationRequest"]["properties"]["mac"]
-    assert request_mac["pattern"] == MAC_PATTERN
+    schemas = doc["components"]["schemas"]
+    request_mac = schemas["AllocationRequest"]["properties"]["mac"]
+    assert request_mac["pattern"] == ASSIGNABLE_MAC_PATTERN
+    assert schemas["Range"]["properties"]["start"]["pattern"] == ASSIGNABLE_MAC_PATTERN
+    assert schemas["Owner"]["properties"]["kind"]["pattern"] == NO_NUL_PATTERN
+    assert schemas["ScopeCreate"]["not"] == {"anyOf": [{"required": ["parent", "parent_id"]}]}
+    assert schemas["AllocationRequest"]["not"] == {"anyOf": [{"required": ["scope", "scope_id"]}]}
+    # X-Pagination is sent as JSON text, and documented so.
+    pagination = doc["components"]["headers"]["PaginationJSON"]
+    assert pagination["schema"]["type"] == "string"
+    listed = paths["/api/v1/pools"]["get"]["responses"]["200"]["headers"]["X-Pagination"]
+    assert listed == {"$ref": "#/components/headers/PaginationJSON"}
     mac_param = paths["/api/v1/macs/{mac}"]["parameters"][0]
     assert mac_param["schema"]["pattern"] == MAC_PATTERN
 

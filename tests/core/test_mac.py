@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from manager.core import (
     InvalidInput,
@@ -12,6 +16,7 @@ from manager.core import (
     parse_assignable_mac,
     parse_mac,
 )
+from manager.core.mac import ASSIGNABLE_MAC_PATTERN, is_multicast_int
 
 EXPECTED = 0x02005E005301
 
@@ -203,3 +208,28 @@ def test_ordering_equality_and_hashing() -> None:
     assert MacAddress(1) == parse_mac("00:00:00:00:00:01")
     assert len({MacAddress(1), parse_mac("000000000001"), MacAddress(2)}) == 2
     assert MacAddress(1) != 1
+
+
+def _written_forms(value: int) -> list[str]:
+    digits = f"{value:012x}"
+    octets = [digits[i : i + 2] for i in range(0, 12, 2)]
+    return [
+        ":".join(octets),
+        "-".join(octets).upper(),
+        ".".join(digits[i : i + 4] for i in range(0, 12, 4)),
+        digits,
+    ]
+
+
+@given(
+    st.one_of(
+        st.integers(0, 2**48 - 1),
+        st.integers(0, 0xFF),  # near the all-zero MAC
+        st.integers(0, 0xFF).map(lambda first: first << 40),  # multicast or not, rest zero
+    )
+)
+def test_assignable_pattern_is_exactly_unicast_and_not_zero(value: int) -> None:
+    """The OpenAPI pattern of requested MACs and range bounds says what the services accept."""
+    assignable = value != 0 and not is_multicast_int(value)
+    for text in _written_forms(value):
+        assert bool(re.match(ASSIGNABLE_MAC_PATTERN, text)) is assignable, text

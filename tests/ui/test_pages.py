@@ -101,3 +101,24 @@ def test_plugins_can_add_a_nav_entry(app: Flask, client: FlaskClient) -> None:
     page = client.get("/").get_data(as_text=True)
     assert ">Elsewhere</a>" in page
     assert "Import" not in page  # the oVirt import page is the plugin's; plugins are disabled here
+
+
+def test_unreachable_database_is_a_503_page(app: Flask, viewer: FlaskClient) -> None:
+    """The database goes away under a logged-in user: a page that says so, no traceback."""
+    from manager.db import Database
+    from manager.web import state
+    from tests.plugins.kubernetes.webhook_harness import free_port
+
+    working = state(app).database
+    state(app).database = Database(f"postgresql+psycopg://x@127.0.0.1:{free_port()}/x")
+    try:
+        for path in ("/", "/pools", "/allocations"):
+            answer = viewer.get(path)
+            assert answer.status_code == 503
+            page = answer.get_data(as_text=True)
+            assert "MacPool cannot reach its database" in page
+            assert "Traceback" not in page and "psycopg" not in page
+            assert int(answer.headers["Retry-After"]) > 0
+    finally:
+        state(app).database = working
+    assert viewer.get("/pools").status_code == 200

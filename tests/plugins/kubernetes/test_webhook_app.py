@@ -9,10 +9,12 @@ from prometheus_client import generate_latest
 from werkzeug.test import Client
 
 from manager.db import Base, Database
+from plugins.kubernetes.admission import VM_CREATE_PREFIX
 from plugins.kubernetes.metrics import AdmissionMetrics
 from plugins.kubernetes.server import WebhookApp
 from tests.plugins.kubernetes.conftest import POD_GVK, VM_GVK, review_body
 from tests.plugins.kubernetes.test_admission_vm import POD_NET, vm
+from tests.plugins.kubernetes.webhook_harness import free_port
 
 
 def _client(tmp_path: Path) -> tuple[Client, AdmissionMetrics]:
@@ -39,6 +41,24 @@ def test_database_failure_is_a_500_and_counted(tmp_path: Path) -> None:
         if sample.name.endswith("_total")
     }
     assert samples == {("virtualmachines", "error"): 1.0}
+
+
+def test_unreachable_database_is_a_503_refusal(tmp_path: Path) -> None:
+    """Nothing listens on the port: the review is refused, saying why, not failed with a 500."""
+    port = free_port()
+    database = Database(f"postgresql+psycopg://macpool@127.0.0.1:{port}/macpool")
+    metrics = AdmissionMetrics()
+    client = Client(
+        WebhookApp(database, cluster_scope="/kubernetes", wait_time=300, metrics=metrics)
+    )
+    body = review_body(vm([{"name": "default", "masquerade": {}}], [POD_NET]), gvk=VM_GVK)
+    reply = client.post("/mutate-virtualmachines", data=body)
+    assert reply.status_code == 200
+    response = json.loads(reply.get_data())["response"]
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 503
+    assert response["status"]["message"].startswith(VM_CREATE_PREFIX)
+    assert "MacPool cannot reach its database" in response["status"]["message"]
 
 
 def test_pod_without_networks_never_touches_the_database(tmp_path: Path) -> None:
