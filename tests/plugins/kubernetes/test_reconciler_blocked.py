@@ -103,8 +103,8 @@ def test_one_log_line_a_readiness_reason_then_recovery(
         problem = reconciler_problem(reconciler.settings)
         assert problem == blocking_problem(error, namespace="mp")
         elector.fixed.set()  # e.g. the namespace was created
-        wait_until(lambda: reconciler.synced)
-        assert reconciler_problem(reconciler.settings) is None
+        # The reason goes once the loop is past the sync (which sets ``synced`` a moment before).
+        wait_until(lambda: reconciler.synced and reconciler_problem(reconciler.settings) is None)
     finally:
         stop.set()
         thread.join(timeout=10)
