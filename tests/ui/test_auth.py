@@ -32,6 +32,8 @@ POST_ROUTES = {
     "/scopes/1/delete": "admin",
     "/allocations/reserve": "operator",
     "/allocations/1/release": "operator",
+    "/allocations/1/complete-handover": "operator",
+    "/migrations/check": "viewer",
 }
 FORMS = {
     "/pools/new": {
@@ -160,7 +162,7 @@ def test_post_route_table_is_complete(app: Flask) -> None:
         for path in POST_ROUTES
         if "allocations" in path
     }
-    expected |= {"/logout", "/login"}
+    expected |= {"/logout", "/login", "/migrations/check"}
     assert posted == expected
 
 
