@@ -52,6 +52,7 @@ from manager.services.allocation_rows import (
     moved_allocation,
     persistent_allocation,
     write_pool,
+    written_allocation,
 )
 from manager.services.common import lock_pools
 from manager.services.handovers import (
@@ -131,6 +132,8 @@ class _PoolState:
     low_warned: bool
     held: list[int] = field(default_factory=list)
     index: tuple[RangeSet, HeldIndex] | None = None
+    #: The size of the pool's ranges, once known (a sum over the ranges: not per request).
+    size: int | None = None
 
 
 def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
@@ -500,7 +503,9 @@ class _Batch:
             )
 
     def _warn(self, state: _PoolState) -> None:
-        size = self._index(state)[0].size
+        if state.size is None:
+            state.size = self._index(state)[0].size
+        size = state.size
         state.low_warned, warning = availability_warning(
             state.pool,
             size=size,
@@ -585,10 +590,18 @@ class _Batch:
             advance_index(self.session, state.pool, base=state.base, macs=state.held)
         if not objects:
             return {}
-        created = {
-            i: persistent_allocation(self.session, row, scope=scope, pool=pool)
-            for i, row, scope, pool in self.rows
-        }
+        if len(self.rows) > FEW_ROWS:
+            # An import's thousands of rows: their objects stay out of the session (adding
+            # them cost a third of the write); every column and the scope and pool are set.
+            created = {
+                i: written_allocation(row, scope=scope, pool=pool)
+                for i, row, scope, pool in self.rows
+            }
+        else:
+            created = {
+                i: persistent_allocation(self.session, row, scope=scope, pool=pool)
+                for i, row, scope, pool in self.rows
+            }
         for i, _, _, scope, pool in self.moves:
             created[i] = moved_allocation(self.session, moved[i], scope=scope, pool=pool)
         return created
