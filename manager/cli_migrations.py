@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from manager.cli_support import CliContext, emit, fail, handle_errors, json_option, pass_ctx, table
+from manager.plugins import migration_sources
 from manager.presenters import allocation_data, migration_check_data, source_vms
 from manager.services import complete_handovers, get_scope
-from manager.services.migration_check import check_migration
+from manager.services.migration_check import SourceVm, check_migration
 
 #: The largest source-VM file ``migration check`` reads.
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -33,8 +34,24 @@ def check_text(data: dict[str, Any]) -> str:
     )
 
 
+def _sources(source: Path) -> list[SourceVm]:
+    """Source VMs from a JSON plan, else from an export a plugin reads (an oVirt export)."""
+    if source.is_file() and source.stat().st_size <= MAX_FILE_BYTES:
+        try:
+            document = json.loads(source.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            document = None
+        if isinstance(document, list) or (isinstance(document, dict) and "vms" in document):
+            return source_vms(document)
+    found = migration_sources(source)
+    if found is None:
+        fail(f"{source}: neither a JSON plan nor an export an installed plugin reads.")
+    assert found is not None
+    return found
+
+
 @migration.command("check")
-@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--scope", "scope_path", required=True, help="Target scope, e.g. /kubernetes/ns.")
 @json_option
 @pass_ctx
@@ -42,16 +59,11 @@ def check_text(data: dict[str, Any]) -> str:
 def check(ctx: CliContext, source: Path, scope_path: str, as_json: bool) -> None:
     """Would the VMs in SOURCE keep their MACs in the target scope? Writes nothing.
 
-    SOURCE is JSON: {"vms": [{"id": ..., "name": ..., "nics": [{"name": ..., "mac": ...}]}]}.
-    Exits 1 when a NIC is in conflict.
+    SOURCE is a JSON plan, {"vms": [{"id": ..., "name": ..., "nics": [{"name": ..., "mac":
+    ...}]}]}, or any oVirt export ``macpool import ovirt`` reads (OVF, OVA, export domain,
+    REST API export, engine backup). Exits 1 when a NIC is in conflict.
     """
-    if source.stat().st_size > MAX_FILE_BYTES:
-        fail(f"{source}: larger than {MAX_FILE_BYTES // 2**20} MiB; check the plan in parts.")
-    try:
-        document = json.loads(source.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        fail(f"{source}: not a JSON document ({exc}).")
-    vms = source_vms(document)
+    vms = _sources(source)
     with ctx.session() as session:
         data = migration_check_data(check_migration(session, scope=scope_path, vms=vms))
     emit(data, as_json=as_json, text=check_text)

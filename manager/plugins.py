@@ -7,19 +7,23 @@ imports ``plugins`` (import-linter enforces it). A plugin object provides any of
 - ``init_app(app)``: register blueprints, metrics and readiness checks when enabled;
 - ``cli_commands()``: click commands added to ``macpool`` (always, enabled or not);
 - ``processes(settings)``: callables ``macpool serve`` runs in child processes when enabled
-  (a second listener, a reconciler, ...).
+  (a second listener, a reconciler, ...);
+- ``migration_sources(path, filename=None)``: the source VMs of an export file this plugin
+  reads (for ``macpool migration check`` and the UI's check), ``None`` when it is not one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import click
 from flask import Flask
 
 from manager.config import ConfigError, Settings
+from manager.services.migration_check import SourceVm
 
 GROUP = "macpool.plugins"
 
@@ -52,4 +56,17 @@ def enabled_plugins(settings: Settings) -> list[Any]:
     return [found[name] for name in settings.plugins]
 
 
-__all__ = ["GROUP", "Plugin", "available_plugins", "enabled_plugins"]
+def migration_sources(path: Path, *, filename: str | None = None) -> list[SourceVm] | None:
+    """The source VMs of an export, read by the first installed plugin that knows its format;
+    ``None`` when no plugin does. A plugin's refusal of a malformed export propagates."""
+    for plugin in available_plugins().values():
+        read = getattr(plugin, "migration_sources", None)
+        if read is None:
+            continue
+        found: list[SourceVm] | None = read(path, filename=filename)
+        if found is not None:
+            return found
+    return None
+
+
+__all__ = ["GROUP", "Plugin", "available_plugins", "enabled_plugins", "migration_sources"]

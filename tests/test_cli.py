@@ -338,3 +338,22 @@ def test_migration_check_and_complete(run: Run, tmp_path: Path) -> None:
     run("migration", "complete", code=1)
     listed = _json(run("allocations", "--handover", "pending", "--json"))
     assert listed["total"] == 0
+
+
+def test_migration_check_reads_an_ovirt_export(run: Run, tmp_path: Path) -> None:
+    from plugins.ovirt.generate import vm_ovf
+
+    run("db", "upgrade")
+    run("scope", "create", "--kind", "cluster", "--name", "ocp")
+    ovf = tmp_path / "web.ovf"
+    vm_id = "2b7c9a10-1111-4c53-9d8a-0f7d1c2b9e11"
+    ovf.write_text(vm_ovf(vm_id=vm_id, name="web", macs=[0x020000AA0001, 0x020000AA0002]))
+    run("import", "ovirt", str(ovf), "--scope", "/", "--apply")
+    checked = _json(run("migration", "check", str(ovf), "--scope", "/ocp/apps", "--json"))
+    assert [(n["vm_id"], n["nic"], n["status"]) for n in checked["nics"]] == [
+        (vm_id, "nic1", "hand-over"),
+        (vm_id, "nic2", "hand-over"),
+    ]
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x00\x01 not an export")
+    run("migration", "check", str(junk), "--scope", "/ocp/apps", code=1)

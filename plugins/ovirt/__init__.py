@@ -11,10 +11,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import click
     from flask import Flask
 
     from manager.config import Settings
+    from manager.services.migration_check import SourceVm
 
 
 class OvirtPlugin:
@@ -41,6 +44,15 @@ class OvirtPlugin:
         from plugins.ovirt.cli import import_group
 
         return [import_group]
+
+    def migration_sources(
+        self, path: Path, *, filename: str | None = None
+    ) -> list[SourceVm] | None:
+        """The VMs of an oVirt export (any format the importer reads), as migration sources:
+        id, name and the NICs that carry a MAC. ``None`` when ``path`` is no oVirt export."""
+        from plugins.ovirt.sources import migration_sources
+
+        return migration_sources(path, filename=filename)
 
     def processes(self, settings: Settings) -> list[Callable[[], None]]:
         """The importer runs no background process."""

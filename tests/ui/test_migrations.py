@@ -98,3 +98,21 @@ def test_the_check_page_answers_per_nic_and_refuses_bad_input(
     bad_mac = {"vms": [{"id": "x", "name": "db", "nics": [{"name": "n", "mac": "zz"}]}]}
     refused = post(viewer, "/migrations/check", {"scope": "/", "plan": json.dumps(bad_mac)})
     assert refused.status_code == 422 and "NIC &#39;n&#39;" in refused.get_data(as_text=True)
+
+
+def test_the_check_page_reads_an_uploaded_ovirt_export(app: Flask, viewer: FlaskClient) -> None:
+    import io
+
+    from plugins.ovirt.generate import vm_ovf
+
+    _handed_over(app)
+    ovf = vm_ovf(vm_id="other-vm", name="web9", macs=[int(MAC.replace(":", ""), 16)])
+    answer = post(
+        viewer,
+        "/migrations/check",
+        {"scope": "/ocp/apps", "plan": "", "file": (io.BytesIO(ovf.encode()), "web9.ovf")},
+        content_type="multipart/form-data",
+    )
+    page = answer.get_data(as_text=True)
+    assert answer.status_code == 200, page
+    assert "web9" in page and "The plan fails" in page

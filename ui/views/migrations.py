@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from manager.core.errors import InvalidInput, MacPoolError
 from manager.core.mac import format_mac_int
+from manager.plugins import migration_sources
 from manager.presenters import migration_check_data, source_vms
 from manager.services import complete_handovers, get_allocation
-from manager.services.migration_check import check_migration
+from manager.services.migration_check import SourceVm, check_migration
 from manager.web import unit_of_work
 from ui.blueprint import bp
 from ui.errors import status_of
@@ -26,21 +29,41 @@ EXAMPLE = (
 )
 
 
-def _plan_text() -> str:
-    """The plan from the uploaded file, else the text area (both bounded)."""
+def _sources(pasted: str) -> list[SourceVm]:
+    """The source VMs: an uploaded JSON plan or oVirt export (read by the plugin that knows
+    it), else the pasted JSON plan."""
     upload = request.files.get("file")
-    if upload is not None and upload.filename:
-        data = upload.stream.read(MAX_PLAN_BYTES + 1)
-        if len(data) > MAX_PLAN_BYTES:
-            raise InvalidInput(
-                f"The plan is larger than {MAX_PLAN_BYTES // 2**20} MiB: check it in parts.",
-                field="plan",
-            )
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidInput("The file is not UTF-8 JSON.", field="plan") from exc
-    return request.form.get("plan", "")[:MAX_PLAN_BYTES]
+    if upload is None or not upload.filename:
+        return source_vms(_json(pasted))
+    data = upload.stream.read(MAX_PLAN_BYTES + 1)
+    if len(data) > MAX_PLAN_BYTES:
+        raise InvalidInput(
+            f"The file is larger than {MAX_PLAN_BYTES // 2**20} MiB: check the plan in parts.",
+            field="plan",
+        )
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        document = None
+    if isinstance(document, list) or (isinstance(document, dict) and "vms" in document):
+        return source_vms(document)
+    with tempfile.TemporaryDirectory(prefix="macpool-check-") as tmp:
+        path = Path(tmp) / "upload"
+        path.write_bytes(data)
+        found = migration_sources(path, filename=upload.filename)
+    if found is None:
+        raise InvalidInput(
+            f"'{upload.filename[:100]}' is neither a JSON plan nor an export MacPool reads.",
+            field="plan",
+        )
+    return found
+
+
+def _json(text: str) -> object:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidInput(f"The plan is not JSON: {exc}.", field="plan") from exc
 
 
 @bp.route("/migrations/check", methods=["GET", "POST"])
@@ -52,15 +75,9 @@ def migration_check() -> ResponseReturnValue:
         return render_template("ui/migration_check.html", form=form, result=None, example=EXAMPLE)
     form = FormState(values={"scope": text_field("scope"), "plan": request.form.get("plan", "")})
     try:
-        text = _plan_text()
-        try:
-            document = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise InvalidInput(f"The plan is not JSON: {exc}.", field="plan") from exc
+        vms = _sources(request.form.get("plan", "")[:MAX_PLAN_BYTES])
         with unit_of_work() as db:
-            result = migration_check_data(
-                check_migration(db, scope=form.value("scope"), vms=source_vms(document))
-            )
+            result = migration_check_data(check_migration(db, scope=form.value("scope"), vms=vms))
     except MacPoolError as exc:
         form.errors["scope" if exc.field == "scope" else "plan"] = exc.message
         page = render_template("ui/migration_check.html", form=form, result=None, example=EXAMPLE)
