@@ -10,12 +10,17 @@ from pathlib import Path
 
 from manager.services.migration_check import SourceNic, SourceVm
 from plugins.ovirt.reader import read_paths, read_upload_file
+from plugins.ovirt.records import OvirtExport
 
 
 def migration_sources(path: Path, *, filename: str | None = None) -> list[SourceVm]:
     """The VMs of the export at ``path`` (an upload named ``filename``, or a file or directory),
     each with the NICs that carry a usable MAC; the reader's errors name the file and entry."""
-    export = read_upload_file(filename, path) if filename else read_paths([path])
+    return export_sources(read_upload_file(filename, path) if filename else read_paths([path]))
+
+
+def export_sources(export: OvirtExport) -> list[SourceVm]:
+    """The VMs of an export read already, as migration sources."""
     return [
         SourceVm(
             id=vm.id,
@@ -30,4 +35,4 @@ def migration_sources(path: Path, *, filename: str | None = None) -> list[Source
     ]
 
 
-__all__ = ["migration_sources"]
+__all__ = ["export_sources", "migration_sources"]

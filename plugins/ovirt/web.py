@@ -20,13 +20,16 @@ from flask import Flask, current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from flask_smorest.fields import Upload
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from manager.api.auth import authorize, current_actor, current_principal, requires
-from manager.api.schemas import ErrorSchema
+from manager.api.schemas import ErrorSchema, MigrationCheckSchema
+from manager.presenters import migration_check_data
+from manager.services.migration_check import check_migration
 from manager.web import unit_of_work
 from plugins.ovirt.importer import ImportOptions, run_import
 from plugins.ovirt.reader import read_upload
+from plugins.ovirt.sources import export_sources
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +178,39 @@ class OvirtImport(MethodView):
                 session, current_actor(), export, options=options, sources=[filename]
             )
             return report.to_dict()
+
+
+class MigrationCheckFormSchema(Schema):
+    scope = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^/", error="A scope path starts with '/', e.g. /kubernetes/ns."),
+        metadata={"description": "Target scope path, e.g. /kubernetes/team-a (may not exist yet)"},
+    )
+
+
+@blp.route("/ovirt/migration-check")
+class OvirtMigrationCheck(MethodView):
+    @requires(blp, "viewer")
+    @blp.arguments(ImportUploadSchema, location="files", as_kwargs=False)
+    @blp.response(200, MigrationCheckSchema)
+    @blp.alt_response(413, schema=ErrorSchema, description="The upload exceeds the bound")
+    @blp.alt_response(
+        422,
+        schema=ErrorSchema,
+        description="The export cannot be read (names the file, VM and NIC), or a bad scope",
+    )
+    def post(self, files: dict[str, Any]) -> dict[str, Any]:
+        """Would the VMs of this oVirt export keep their MACs in the target scope? Per NIC"""
+        form = blp.ARGUMENTS_PARSER.parse(MigrationCheckFormSchema(), request, location="form")
+        upload = files["file"]
+        try:
+            data = upload.read(max_upload() + 1)
+        finally:
+            upload.close()
+        export = read_upload(upload.filename or "upload", data)
+        with unit_of_work() as session:
+            check = check_migration(session, scope=form["scope"], vms=export_sources(export))
+        return migration_check_data(check)
 
 
 def _configured_limit(app: Flask) -> int:
