@@ -98,10 +98,12 @@ def _post(app: WebhookApp, body: bytes) -> dict[str, Any]:
     return response
 
 
-def _import(database: Database, count: int) -> None:
-    """``count`` oVirt VMs ``legacy-i`` (id ``ovirt-i``), one NIC each, as the importer leaves them."""
+def _import(database: Database, count: int, *, bootstrapped: bool = False) -> None:
+    """``count`` oVirt VMs ``legacy-i`` (id ``ovirt-i``), one NIC each, as the importer leaves
+    them, in the data center /dc1 of pool "ovirt"."""
     with database.session(write=True) as s:
-        bootstrap(s, default_range="02:00:00:00:00:00-02:00:00:ff:ff:ff")
+        if not bootstrapped:
+            bootstrap(s, default_range="02:00:00:00:00:00-02:00:00:ff:ff:ff")
         last = format_mac_int(OVIRT_BASE + 0xFFFF)
         pool = create_pool(s, ACTOR, name="ovirt", ranges=[f"{format_mac_int(OVIRT_BASE)}-{last}"])
         create_scope(s, ACTOR, kind="datacenter", name="dc1", pool_id=pool.id)
@@ -159,25 +161,7 @@ def check_figures() -> list[Result]:
         with running_server(data_dir) as base:
             database = Database(f"sqlite:///{data_dir / 'macpool.db'}")
             try:
-                with database.session(write=True) as s:
-                    last = format_mac_int(OVIRT_BASE + 0xFFFF)
-                    pool = create_pool(
-                        s, ACTOR, name="ovirt", ranges=[f"{format_mac_int(OVIRT_BASE)}-{last}"]
-                    )
-                    create_scope(s, ACTOR, kind="datacenter", name="dc1", pool_id=pool.id)
-                    allocate_macs(
-                        s,
-                        ACTOR,
-                        [
-                            AllocationRequest(
-                                "/dc1",
-                                Owner("ovirt-vm", f"legacy-{i}", f"ovirt-{i}"),
-                                "nic1",
-                                mac=format_mac_int(OVIRT_BASE + 1 + i),
-                            )
-                            for i in range(held)
-                        ],
-                    )
+                _import(database, held, bootstrapped=True)
             finally:
                 database.dispose()
             token = create_token(data_dir)

@@ -386,6 +386,19 @@ def write_pool(conn: Connection, pool: Pool, *, cursor: int | None, now: datetim
     )
 
 
+def owner_columns(checked: CheckedRequest) -> dict[str, Any]:
+    """The columns a request sets on the allocation it gets: owner, interface, state, stamp."""
+    return {
+        "owner_kind": checked.owner_kind,
+        "owner_name": checked.owner_name,
+        "owner_uid": checked.owner_uid,
+        "interface": checked.interface,
+        "state": checked.state,
+        "expires_at": checked.expires_at,
+        "transaction": checked.transaction,
+    }
+
+
 def allocation_row(
     checked: CheckedRequest,
     *,
@@ -401,14 +414,8 @@ def allocation_row(
         "mac": mac,
         "pool_id": pool_id,
         "scope_id": scope_id,
-        "owner_kind": checked.owner_kind,
-        "owner_name": checked.owner_name,
-        "owner_uid": checked.owner_uid,
-        "interface": checked.interface,
-        "state": checked.state,
-        "expires_at": checked.expires_at,
+        **owner_columns(checked),
         "in_range": in_range,
-        "transaction": checked.transaction,
         "created_by": str(actor)[:255],
         "created_at": now,
         "updated_at": now,
@@ -542,6 +549,7 @@ __all__ = [
     "lock_held",
     "low_threshold",
     "moved_allocation",
+    "owner_columns",
     "persistent_allocation",
     "utc_now",
     "write_pool",

@@ -35,6 +35,7 @@ from manager.services.allocation_rows import (
     HANDOVER_SOURCE_KINDS,
     CheckedRequest,
     describe_holder,
+    owner_columns,
 )
 from manager.services.audit import record_event
 from manager.services.common import check_id
@@ -192,14 +193,8 @@ def handover_values(
     return {
         "scope_id": scope_id,
         "pool_id": pool_id,
-        "owner_kind": checked.owner_kind,
-        "owner_name": checked.owner_name,
-        "owner_uid": checked.owner_uid,
-        "interface": checked.interface,
-        "state": checked.state,
-        "expires_at": checked.expires_at,
+        **owner_columns(checked),
         "in_range": in_range,
-        "transaction": checked.transaction,
         "handover": PENDING,
         "source": source,
         "updated_at": now,
@@ -253,21 +248,32 @@ def give_back(session: Session, actor: Actor, allocation: Allocation, *, reason:
     session.flush()
     session.expire(allocation, ["scope", "pool"])
     apply_changes(session, [(before, mac_shares(conn, allocation.mac, home_id))])
+    _mac_event(
+        session,
+        actor,
+        "allocation.handover_reverted",
+        allocation,
+        reason=reason,
+        taken_from=taken_by,
+        returned_to=describe_holder(allocation),
+        plan=source.get("plan"),
+        migration=source.get("migration"),
+    )
+
+
+def _mac_event(
+    session: Session, actor: Actor, action: str, allocation: Allocation, **details: Any
+) -> None:
+    """Record a hand-over event of the allocation's MAC."""
+    mac = format_mac_int(allocation.mac)
     record_event(
         session,
         actor,
-        action="allocation.handover_reverted",
+        action=action,
         target_type="mac",
-        target_id=format_mac_int(allocation.mac),
-        target=format_mac_int(allocation.mac),
-        details={
-            "allocation_id": allocation.id,
-            "reason": reason,
-            "taken_from": taken_by,
-            "returned_to": describe_holder(allocation),
-            "plan": source.get("plan"),
-            "migration": source.get("migration"),
-        },
+        target_id=mac,
+        target=mac,
+        details={"allocation_id": allocation.id, **details},
     )
 
 
@@ -309,24 +315,17 @@ def complete_handovers(
     ]
     for allocation in found:
         allocation.handover = FINAL
-        record_event(
+        source = allocation.source or {}
+        _mac_event(
             session,
             actor,
-            action="allocation.handover_final",
-            target_type="mac",
-            target_id=format_mac_int(allocation.mac),
-            target=format_mac_int(allocation.mac),
-            details={
-                "allocation_id": allocation.id,
-                "reason": reason,
-                "owner": describe_holder(allocation),
-                "source_vm": {
-                    "name": (allocation.source or {}).get("owner_name"),
-                    "id": (allocation.source or {}).get("owner_uid"),
-                },
-                "plan": (allocation.source or {}).get("plan"),
-                "migration": (allocation.source or {}).get("migration"),
-            },
+            "allocation.handover_final",
+            allocation,
+            reason=reason,
+            owner=describe_holder(allocation),
+            source_vm={"name": source.get("owner_name"), "id": source.get("owner_uid")},
+            plan=source.get("plan"),
+            migration=source.get("migration"),
         )
     session.flush()
     return found

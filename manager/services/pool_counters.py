@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Table, and_, bindparam, exists, func, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, exists, func, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -119,6 +119,27 @@ def recount_external(session: Session, pool: Pool) -> None:
     )
 
 
+_RECOUNT_EXTERNAL = text(
+    "UPDATE pools SET external_count = ("
+    " SELECT count(DISTINCT a.mac) FROM allocations a WHERE a.pool_id = pools.id AND NOT EXISTS ("
+    "  SELECT 1 FROM pool_ranges r"
+    "  WHERE r.pool_id = pools.id AND r.start_mac <= a.mac AND r.end_mac >= a.mac))"
+)
+_RECOUNT_DUPLICATES = text(
+    "UPDATE pools SET duplicate_count = ("
+    " SELECT count(DISTINCT a.mac) FROM allocations a WHERE a.pool_id = pools.id AND EXISTS ("
+    "  SELECT 1 FROM allocations b WHERE b.mac = a.mac AND b.id <> a.id))"
+)
+
+
+def recount_pools(session: Session) -> None:
+    """Count every pool's external and duplicate MACs anew: O(allocations), for rows written
+    around the services (a restore, a bulk load)."""
+    session.execute(_RECOUNT_EXTERNAL)
+    session.execute(_RECOUNT_DUPLICATES)
+    session.expire_all()
+
+
 def _refresh(session: Session, conn: Connection, pool_id: int) -> None:
     pool = session.identity_map.get(session.identity_key(Pool, (pool_id,)))
     if pool is None:
@@ -142,6 +163,7 @@ __all__ = [
     "apply_changes",
     "mac_shares",
     "recount_external",
+    "recount_pools",
     "shares_from",
     "shares_of",
     "single_holder",
