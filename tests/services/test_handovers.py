@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InvalidInput, MacInUse
+from manager.core.mac import format_mac_int
 from manager.db import Allocation, AuditEvent, HeldMac
 from manager.services import (
     Handover,
@@ -216,3 +217,40 @@ def test_completion_needs_exactly_one_selector(session: Session, actor: Actor) -
         complete_handovers(session, actor)
     with pytest.raises(InvalidInput):
         complete_handovers(session, actor, plan="p", allocation_id=1)
+
+
+def test_a_kubevirt_vm_moved_to_another_namespace_takes_its_macs_by_uid(
+    session: Session, actor: Actor, make_pool: PoolFactory
+) -> None:
+    """Forklift's OCP-to-OCP moves: the source is a KubeVirt VM whose allocation records its
+    UID; the target, labelled vmID=<that UID>, takes the MAC; a VM without it cannot."""
+    pool = make_pool("k8s", "0c:00:00:00:00:00-0c:00:00:00:00:ff")
+    cluster = create_scope(session, actor, kind="cluster", name="east", pool_id=pool.id)
+    create_scope(session, actor, kind="namespace", name="old", parent=cluster.id)
+    create_scope(session, actor, kind="namespace", name="new", parent=cluster.id)
+    uid = "9f8e7d6c-5555-4c53-9d8a-0f7d1c2b9e11"
+    source = allocate_mac(
+        session, actor, scope="/east/old", owner=Owner("vm", "db", uid), interface="default"
+    ).allocation
+    mac = format_mac_int(source.mac)
+    with pytest.raises(MacInUse):
+        allocate_mac(
+            session,
+            actor,
+            scope="/east/new",
+            owner=Owner("vm", "db"),
+            interface="default",
+            mac=mac,
+        )
+    moved = allocate_mac(
+        session,
+        actor,
+        scope="/east/new",
+        owner=Owner("vm", "db"),
+        interface="default",
+        mac=mac,
+        handover=Handover(uid, plan="ocp-plan"),
+    ).allocation
+    assert (moved.id, moved.scope.path, moved.handover) == (source.id, "/east/new", "pending")
+    release_allocation(session, actor, moved.id)  # the plan failed: back to the source VM
+    assert _holders(session, mac) == [("vm", "db", "/east/old")]

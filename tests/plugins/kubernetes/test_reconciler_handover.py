@@ -16,6 +16,7 @@ from manager.services import allocate_mac, create_scope
 from plugins.kubernetes.clusterstate import collision_report
 from plugins.kubernetes.reconciler import Reconciler
 from tests.plugins.kubernetes.reconciler_harness import (  # noqa: F401 - fixtures
+    admit,
     api_client,
     db,
     holdings,
@@ -101,3 +102,19 @@ def test_a_migrated_vm_that_ran_makes_the_hand_over_final(
     row = _row(db)
     assert (row.owner_kind, row.handover) == ("vm", "final")
     assert row.source is not None and row.source["plan"] == "plan-9"
+
+
+def test_the_reconciler_records_a_kubevirt_vms_uid_for_later_moves(
+    standin: StandInServer, db: Database, make_reconciler: Callable[..., Reconciler]
+) -> None:
+    """Admission sees no UID yet (the API server assigns it); the reconciler records it, so a
+    later OCP-to-OCP migration (vmID = that UID) can take the VM's MACs."""
+    mac = admit(db, namespace="apps", kind="vm", name="web", interface="default", mac=MAC)
+    standin.state.put(NAMESPACES, namespace("apps"))
+    standin.state.put(VMS, virtual_machine("apps", "web", {"default": mac}))
+    make_reconciler().sync()
+    stored = standin.state.get(VMS, "apps", "web")
+    assert stored is not None
+    uid = stored["metadata"]["uid"]
+    row = _row(db)
+    assert (row.owner_name, row.owner_uid) == ("web", uid)
