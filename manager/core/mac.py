@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from functools import total_ordering
 
-from netaddr import EUI, mac_unix_expanded
-from netaddr.strategy import eui48
+from netaddr import EUI
 
 from manager.core.errors import InvalidMac
 
@@ -43,11 +42,16 @@ def is_multicast_int(value: int) -> bool:
 
 
 def format_mac_int(value: int) -> str:
-    """Lower-case colon form of a 48-bit integer (netaddr's EUI-48 strategy, without building an
-    ``EUI`` object: this runs several times per allocation)."""
+    """Lower-case colon form of a 48-bit integer, as netaddr's ``mac_unix_expanded`` writes it.
+
+    Formatted here rather than through netaddr's EUI-48 strategy: it runs several times per
+    allocation (four times per NIC of an import) and the strategy's word splitting cost about
+    ten times as much as the hex digits themselves.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAC_MAX:
         raise InvalidMac(f"{value!r} is not a 48-bit MAC address.", details={"value": value})
-    return eui48.int_to_str(value, mac_unix_expanded)
+    h = f"{value:012x}"
+    return f"{h[0:2]}:{h[2:4]}:{h[4:6]}:{h[6:8]}:{h[8:10]}:{h[10:12]}"
 
 
 @total_ordering

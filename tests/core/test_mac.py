@@ -233,3 +233,11 @@ def test_assignable_pattern_is_exactly_unicast_and_not_zero(value: int) -> None:
     assignable = value != 0 and not is_multicast_int(value)
     for text in _written_forms(value):
         assert bool(re.match(ASSIGNABLE_MAC_PATTERN, text)) is assignable, text
+
+
+@given(st.integers(min_value=0, max_value=2**48 - 1))
+def test_format_mac_int_writes_what_netaddr_writes(value: int) -> None:
+    from netaddr import mac_unix_expanded
+    from netaddr.strategy import eui48
+
+    assert format_mac_int(value) == eui48.int_to_str(value, mac_unix_expanded)
