@@ -51,6 +51,8 @@ class _Form:
     fixed: tuple[Any, ...]
     #: One processor per result column; empty when the statement returns no rows.
     results: tuple[Processor, ...]
+    #: (name, processor, fixed value) per parameter, zipped once: ``_values`` runs per row.
+    plan: tuple[tuple[str, Processor, Any], ...] = ()
 
 
 class Prepared:
@@ -140,12 +142,13 @@ def _compile(statement: ClauseElement, keys: tuple[str, ...], dialect: Dialect) 
     results = tuple(
         column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns
     )
-    return _Form(compiled.string, names, dialect.positional, binds, fixed, results)
+    plan = tuple(zip(names, binds, fixed, strict=True))
+    return _Form(compiled.string, names, dialect.positional, binds, fixed, results, plan)
 
 
 def _values(form: _Form, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
     values = []
-    for name, process, fixed in zip(form.names, form.binds, form.fixed, strict=True):
+    for name, process, fixed in form.plan:
         value = params[name] if fixed is _REQUIRED or name in params else fixed
         values.append(value if process is None else process(value))
     if form.positional:

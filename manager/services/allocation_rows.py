@@ -123,6 +123,7 @@ class AllocationRequest:
     scope: ScopeRef
     owner: Owner
     interface: str
+    #: The requested MAC: text in any accepted form, or a :class:`MacAddress` (no parsing).
     mac: object | None = None
     state: str = "allocated"
     ttl_seconds: int | None = None

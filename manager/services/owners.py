@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import Conflict, InterfaceInUse, InvalidInput
-from manager.core.mac import format_mac_int
+from manager.core.mac import MacAddress, format_mac_int
 from manager.db import Allocation, Scope
 from manager.services.allocation_rows import Handover
 from manager.services.allocations import (
@@ -254,7 +254,7 @@ def align_owner(
                     scope=target,
                     owner=owner,
                     interface=interface,
-                    mac=format_mac_int(mac),
+                    mac=MacAddress(mac),
                     handover=handover,
                 )
         except (Conflict, InvalidInput) as exc:

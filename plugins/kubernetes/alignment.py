@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from manager.config import Settings
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InterfaceInUse, MacPoolError, NotFound
-from manager.core.mac import format_mac_int
+from manager.core.mac import MacAddress
 from manager.db import Database
 from manager.services import (
     Handover,
@@ -128,7 +128,7 @@ class Aligner:
                             scope=self._namespace_scope(session, obs.namespace),
                             owner=Owner(obs.kind, obs.name, obs.uid),
                             interface=interface,
-                            mac=format_mac_int(mac),
+                            mac=MacAddress(mac),
                             handover=_handover(obs),
                         )
                         for obs in batch

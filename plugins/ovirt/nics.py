@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import MacPoolError
-from manager.core.mac import format_mac_int
+from manager.core.mac import MacAddress, format_mac_int
 from manager.core.ranges import RangeSet
 from manager.db import Allocation, Pool, Scope
 from manager.services import allocate_mac
@@ -260,7 +260,7 @@ class NicAllocator:
                     p.target.scope,
                     Owner(OWNER_KIND, p.vm.label, p.vm.id),
                     p.outcome.interface,
-                    mac=None if mac is None else format_mac_int(mac),
+                    mac=None if mac is None else MacAddress(mac),
                 )
                 for p, mac in chunk
             ]
