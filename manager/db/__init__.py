@@ -1,11 +1,13 @@
 """Persistence: SQLAlchemy 2 typed models and the engine/session factory."""
 
+from manager.db import generation as generation
 from manager.db.base import Base, utcnow
 from manager.db.models import (
     Allocation,
     ApiToken,
     AuditEvent,
     ClusterState,
+    Generation,
     HeldMac,
     ImportJob,
     LoginFailure,
@@ -24,6 +26,7 @@ __all__ = [
     "Base",
     "ClusterState",
     "Database",
+    "Generation",
     "HeldMac",
     "ImportJob",
     "LoginFailure",

@@ -182,6 +182,20 @@ class Allocation(Base):
     )
 
 
+class Generation(Base):
+    """A counter bumped in the same transaction as the changes it stands for.
+
+    ``topology`` changes with every scope, pool or range change that can alter which pool a
+    scope draws from or which MACs a pool holds (see :mod:`manager.db.generation`): a process
+    that caches a namespace's scope and effective pool checks it before every use.
+    """
+
+    __tablename__ = "generations"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[int] = mapped_column()
+
+
 class ClusterState(Base):
     """What a plugin's reconciler knows of one cluster scope (readiness, resume points)."""
 

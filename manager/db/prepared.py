@@ -107,8 +107,51 @@ class Prepared:
         if params:
             self._execute(conn, params, many=True, fetch=False)
 
+    def count_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> int:
+        """Execute once per parameter set; the number of rows changed in all."""
+        if not params:
+            return 0
+        counted: list[int] = []
+        self._execute(conn, params, many=True, fetch=False, counted=counted)
+        return counted[0]
+
+    def rows_on(
+        self, dbapi_connection: Any, dialect: Dialect, params: Mapping[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        """Execute on a bare DBAPI connection in autocommit mode (one statement, one snapshot).
+
+        For reads on a hot path that need no transaction (see ``Database.autocommit_rows``).
+        """
+        form = self._form(dialect)
+        cursor = dbapi_connection.cursor()
+        values = _values(form, params)
+        try:
+            dialect.do_execute(cursor, form.sql, values)
+            fetched = cursor.fetchall()
+        except dialect.loaded_dbapi.Error as exc:
+            outage = as_unavailable(exc, dialect, disconnect=False)
+            if outage is not None:
+                raise outage from exc
+            raise DBAPIError.instance(
+                form.sql, values, exc, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from exc
+        finally:
+            cursor.close()
+        return [
+            tuple(
+                value if p is None else p(value) for p, value in zip(form.results, row, strict=True)
+            )
+            for row in fetched
+        ]
+
     def _execute(
-        self, conn: Connection, params: Sequence[Mapping[str, Any]], *, many: bool, fetch: bool
+        self,
+        conn: Connection,
+        params: Sequence[Mapping[str, Any]],
+        *,
+        many: bool,
+        fetch: bool,
+        counted: list[int] | None = None,
     ) -> tuple[_Form, list[Any]]:
         """Run on a fresh cursor of the connection; (the form, the raw rows when fetched)."""
         form = self._form(conn.dialect)
@@ -120,6 +163,8 @@ class Prepared:
             else:
                 conn.dialect.do_execute(cursor, form.sql, values)
             fetched = cursor.fetchall() if fetch and form.results else []
+            if counted is not None:
+                counted.append(cursor.rowcount)
         except conn.dialect.loaded_dbapi.Error as exc:
             raise _wrapped(conn, cursor, form, values, exc) from exc
         finally:

@@ -99,6 +99,9 @@ _HELD_IF_FREE: dict[str, Prepared] = {
 _COLUMNS = tuple(c.key for c in _alloc.columns)
 
 
+#: Owner kind of MACs a webhook process reserved ahead (see docs/RESERVED_MACS.md).
+RESERVATION_KIND = "reservation"
+
 #: Owner kinds whose allocations a migrated VM may take over: an oVirt VM, a KubeVirt VM.
 HANDOVER_SOURCE_KINDS = ("ovirt-vm", "vm")
 
@@ -129,6 +132,9 @@ class AllocationRequest:
     ttl_seconds: int | None = None
     transaction: str | None = None
     handover: Handover | None = None
+    #: The requested MAC is on the owner's object already (a channel read it back from where
+    #: it is used): a MAC reserved ahead for it (owner kind ``reservation``) is taken over.
+    adopt_reserved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,7 @@ class CheckedRequest:
     requested: int | None
     transaction: str | None
     handover: Handover | None = None
+    adopt_reserved: bool = False
 
 
 def _text(value: object, field: str, *, limit: int) -> str:
@@ -208,6 +215,7 @@ def check_request(request: AllocationRequest, *, now: datetime) -> CheckedReques
         requested,
         transaction,
         handover,
+        request.adopt_reserved and requested is not None,
     )
 
 
@@ -348,8 +356,9 @@ def insert_held_if_free(conn: Connection, mac: int) -> bool:
     return statement.first(conn, {"mac": mac}) is not None
 
 
-def advance_pool(pool: Pool, macs: Sequence[int]) -> list[dict[str, Any]]:
-    """Move the pool's revision over newly held MACs; the ``pool_changes`` rows to insert.
+def advance_pool(pool: Pool, macs: Sequence[int], *, held: bool = True) -> list[dict[str, Any]]:
+    """Move the pool's revision over MACs newly held (or, ``held=False``, no longer held);
+    the ``pool_changes`` rows to insert.
 
     Only the ORM object's committed state changes here; :func:`write_pool` stores it.
     """
@@ -360,11 +369,11 @@ def advance_pool(pool: Pool, macs: Sequence[int]) -> list[dict[str, Any]]:
         revision += 1
         token = secrets.randbits(62)
         rows.append(
-            {"pool_id": pool.id, "revision": revision, "mac": mac, "held": True, "token": token}
+            {"pool_id": pool.id, "revision": revision, "mac": mac, "held": held, "token": token}
         )
     set_committed_value(pool, "revision", revision)
     set_committed_value(pool, "index_token", token)
-    set_committed_value(pool, "held_count", pool.held_count + len(macs))
+    set_committed_value(pool, "held_count", pool.held_count + (len(macs) if held else -len(macs)))
     return rows
 
 
@@ -533,6 +542,7 @@ __all__ = [
     "DEFAULT_LOW_THRESHOLD",
     "HANDOVER_SOURCE_KINDS",
     "MAX_TTL_SECONDS",
+    "RESERVATION_KIND",
     "STATES",
     "AllocationRequest",
     "AllocationResult",

@@ -87,6 +87,7 @@ def allocate_mac(
     now: datetime | None = None,
     effective_pool_id: int | None = None,
     handover: Handover | None = None,
+    adopt_reserved: bool = False,
 ) -> AllocationResult:
     """Give the owner's interface a MAC from its scope's effective pool, or the requested one.
 
@@ -97,13 +98,14 @@ def allocate_mac(
     the pools of every holder allow duplicates; otherwise :class:`MacInUse` names the holders.
     The rules are those of :func:`allocate_macs`: this is a batch of one. With ``handover``
     the owner is the migrated copy of that VM: a requested MAC it holds moves to the owner
-    (see :mod:`manager.services.handovers`).
+    (see :mod:`manager.services.handovers`). ``adopt_reserved``: the requested MAC is on the
+    owner's object already, so a reservation made ahead for it is taken over.
 
     ``effective_pool_id`` saves a query when the caller resolved the scope (a :class:`Scope`)
     and its effective pool in this same transaction (:func:`scope_and_pool_id`).
     """
     request = AllocationRequest(
-        scope, owner, interface, mac, state, ttl_seconds, transaction, handover
+        scope, owner, interface, mac, state, ttl_seconds, transaction, handover, adopt_reserved
     )
     target = None
     if effective_pool_id is not None and isinstance(scope, Scope):

@@ -57,10 +57,12 @@ from manager.services.allocation_rows import (
 from manager.services.common import lock_pools
 from manager.services.handovers import (
     StoredHolder,
+    adoption_values,
     handover_event_details,
     handover_source,
     handover_values,
     move,
+    reserved_holder,
     stored_holders,
 )
 from manager.services.index_cache import advance_index, pool_index
@@ -281,6 +283,9 @@ class _Batch:
         self.holder_rows: dict[int, list[StoredHolder]] = {}
         self.rows: list[tuple[int, dict[str, Any], Scope, Pool]] = []
         self.events: list[dict[str, Any]] = []
+        #: False: no ``allocation.create`` event per new allocation (the caller records one
+        #: event for the whole batch, e.g. a block of MACs reserved ahead).
+        self.each_event = True
         self.now = datetime.now(UTC)
         self.written = False
 
@@ -391,7 +396,9 @@ class _Batch:
         )
         self.rows.append((i, row, scope, effective.pool))
         self.priors[key] = _Prior(value, request=i)
-        self.events.append(self._created_event(row, scope, effective.pool, checked))
+        event = self._created_event(row, scope, effective.pool, checked)
+        if self.each_event:
+            self.events.append(event)
         # Described only if a later request of the batch asks for the same MAC.
         self.batch_holders.setdefault(value, []).append(
             _BatchHolder(effective.pool, scope.path, checked)
@@ -437,24 +444,66 @@ class _Batch:
         value: int,
         in_range: bool,
     ) -> bool:
-        """Plan the move of a held MAC to its migrated VM, if the request is that VM's copy."""
-        if checked.handover is None:
+        """Plan the move of a held MAC to the requester, if the rules let it take the MAC.
+
+        Two rules move a held allocation instead of refusing or sharing the MAC: a migrated
+        VM takes its source VM's MAC (a hand-over), and an object that carries a MAC reserved
+        ahead for it takes the reservation (``adopt_reserved``).
+        """
+        if checked.handover is None and not checked.adopt_reserved:
             return False
         if value not in self.holder_rows:
             self.holder_rows[value] = stored_holders(self.conn, value)
         rows = self.holder_rows[value]
         taken = {move[1].id for move in self.moves}
-        holder = handover_source(rows, checked.handover.source_uid, taken=taken)
-        if holder is None:
-            return False
-        values = handover_values(
-            holder,
-            checked,
-            scope_id=scope.id,
-            pool_id=effective.id,
-            in_range=in_range,
-            now=self.now,
-        )
+        mac = format_mac_int(value)
+        holder = reserved_holder(rows, taken=taken) if checked.adopt_reserved else None
+        if holder is not None:
+            values = adoption_values(
+                checked, scope_id=scope.id, pool_id=effective.id, in_range=in_range, now=self.now
+            )
+            event = audit_row(
+                self.actor,
+                action="allocation.create",
+                target_type="mac",
+                target_id=mac,
+                target=mac,
+                details={
+                    "allocation_id": holder.id,
+                    "scope": scope.path,
+                    "owner_kind": checked.owner_kind,
+                    "owner_name": checked.owner_name,
+                    "interface": checked.interface,
+                    "pool": effective.name,
+                    "state": checked.state,
+                    "requested": True,
+                    "in_range": in_range,
+                    "reserved_by": holder.row["owner_name"],
+                },
+                now=self.now,
+            )
+        else:
+            source_uid = None if checked.handover is None else checked.handover.source_uid
+            holder = handover_source(rows, source_uid, taken=taken)
+            if holder is None:
+                return False
+            values = handover_values(
+                holder,
+                checked,
+                scope_id=scope.id,
+                pool_id=effective.id,
+                in_range=in_range,
+                now=self.now,
+            )
+            event = audit_row(
+                self.actor,
+                action="allocation.handover",
+                target_type="mac",
+                target_id=mac,
+                target=mac,
+                details=handover_event_details(holder, values, scope.path, effective.name),
+                now=self.now,
+            )
         self.moves.append((i, holder, values, scope, effective))
         # What the MAC counts for in the pools' statistics: its holders' pools, one replaced.
         pools = [effective.id if r.id == holder.id else r.row["pool_id"] for r in rows]
@@ -466,18 +515,7 @@ class _Batch:
         for r in rows:  # later requests of the batch see the move
             if r.id == holder.id:
                 r.row["pool_id"] = effective.id
-        mac = format_mac_int(value)
-        self.events.append(
-            audit_row(
-                self.actor,
-                action="allocation.handover",
-                target_type="mac",
-                target_id=mac,
-                target=mac,
-                details=handover_event_details(holder, values, scope.path, effective.name),
-                now=self.now,
-            )
-        )
+        self.events.append(event)
         return True
 
     def _check_duplicate(self, effective: Pool, value: int) -> None:
@@ -625,8 +663,12 @@ def allocate_macs(
     requests: Sequence[AllocationRequest],
     *,
     now: datetime | None = None,
+    each_event: bool = True,
 ) -> list[AllocationResult]:
     """Allocate for every request at once; results in request order (see the module docstring).
+
+    ``each_event=False`` leaves out the ``allocation.create`` event of each new allocation:
+    the caller records one for the batch.
 
     Same rules as ``allocate_mac``: idempotent per owner identity (a repeat, also within the
     batch, returns the existing allocation with ``created=False``), requested vs automatic,
@@ -662,6 +704,7 @@ def allocate_macs(
         targets.append(target)
     conn = connection(session)
     batch = _Batch(session, actor, conn)
+    batch.each_event = each_event
     try:
         return _run(session, batch, requests, checked, targets)
     except BaseException:

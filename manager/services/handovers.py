@@ -33,6 +33,7 @@ from manager.db import Allocation, Pool, Scope
 from manager.db.prepared import Prepared
 from manager.services.allocation_rows import (
     HANDOVER_SOURCE_KINDS,
+    RESERVATION_KIND,
     CheckedRequest,
     describe_holder,
     owner_columns,
@@ -165,6 +166,34 @@ def handover_source(holders: Iterable[H], source_uid: str | None, *, taken: set[
         ):
             return holder
     return None
+
+
+def reserved_holder(holders: Iterable[H], *, taken: set[int]) -> H | None:
+    """The MAC's holder that is a reservation made ahead (by a webhook process), if any.
+
+    A request that carries the MAC on its object already (``adopt_reserved``) takes it over:
+    the process that reserved it answered it to this object, then died or has not recorded
+    the answer yet. Nobody else can take a reserved MAC.
+    """
+    for holder in holders:
+        if holder.owner_kind == RESERVATION_KIND and holder.id not in taken:
+            return holder
+    return None
+
+
+def adoption_values(
+    checked: CheckedRequest, *, scope_id: int, pool_id: int, in_range: bool, now: datetime
+) -> dict[str, Any]:
+    """The new column values of a reservation taken over by the requester (a plain move)."""
+    return {
+        "scope_id": scope_id,
+        "pool_id": pool_id,
+        **owner_columns(checked),
+        "in_range": in_range,
+        "handover": None,
+        "source": None,
+        "updated_at": now,
+    }
 
 
 def handover_values(
@@ -361,6 +390,7 @@ __all__ = [
     "PENDING",
     "Holder",
     "StoredHolder",
+    "adoption_values",
     "complete_handovers",
     "describe_source",
     "give_back",
@@ -369,5 +399,6 @@ __all__ = [
     "handover_values",
     "move",
     "pending_handovers",
+    "reserved_holder",
     "stored_holders",
 ]

@@ -216,7 +216,8 @@ def align_owner(
     Per held allocation: a pending one the observation has not ``settled`` is left alone (its
     interface too); one whose interface shows the same MAC is kept (confirmed if pending); any
     other is released. Then every observed interface without an allocation gets its MAC
-    registered as allocated; a refusal by the allocation rules (e.g. the MAC is held elsewhere
+    registered as allocated (taking over a MAC reserved ahead for it: the object carries it);
+    a refusal by the allocation rules (e.g. the MAC is held elsewhere
     and duplicates are not allowed) is collected in ``refused`` rather than raised.
     ``handover``: the owner is the migrated copy of that VM and may take its MACs. A kept
     allocation that does not record the owner's uid yet learns it (a later migration of this
@@ -256,6 +257,7 @@ def align_owner(
                     interface=interface,
                     mac=MacAddress(mac),
                     handover=handover,
+                    adopt_reserved=True,  # observed on the object: a reservation is its own
                 )
         except (Conflict, InvalidInput) as exc:
             result.refused[interface] = {"mac": format_mac_int(mac), **exc.details}

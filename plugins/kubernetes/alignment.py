@@ -130,6 +130,7 @@ class Aligner:
                             interface=interface,
                             mac=MacAddress(mac),
                             handover=_handover(obs),
+                            adopt_reserved=True,
                         )
                         for obs in batch
                         for interface, mac in sorted(obs.macs.items())

@@ -38,6 +38,7 @@ from manager.db import Database
 from manager.db.models import Scope
 from manager.services.bulk_allocations import AllocationPlan
 from manager.services.index_cache import undo_advances
+from plugins.kubernetes.broker import MacBroker
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
 from plugins.kubernetes.service_broker import WEBHOOK_ACTOR, Reviewer, ServiceBroker
 
@@ -102,6 +103,7 @@ class GroupCommit:
         low_threshold: int = 10,
         max_batch: int = MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
+        before_batch: Callable[[], None] | None = None,
     ) -> None:
         self.database = database
         self.cluster_scope = cluster_scope
@@ -113,15 +115,30 @@ class GroupCommit:
         self._leading = False
         #: Hears the size of every batch (the webhook's metrics).
         self._on_batch = on_batch
+        #: Runs in the writer turn before every batch (writes the answers given from MACs
+        #: reserved ahead, so the batch sees them).
+        self._before_batch = before_batch
 
     def review(
-        self, reviewer: Reviewer, request: AdmissionRequest, *, first_without_database: bool = True
+        self,
+        reviewer: Reviewer,
+        request: AdmissionRequest,
+        *,
+        first_without_database: bool = True,
+        fast: Callable[[], MacBroker] | None = None,
     ) -> AdmissionResult:
         """The review's answer; allowed changes are committed before it returns.
 
         ``first_without_database=False`` skips the first run without a database, for reviews
         that always need one (a VM review reads what its owner holds before anything else).
+        ``fast`` gives a broker that answers without a write transaction where it can (MACs
+        reserved ahead) and raises NeedsDatabase where it cannot.
         """
+        if fast is not None and not request.dry_run:
+            try:
+                return reviewer(request, broker=fast())
+            except NeedsDatabase:
+                pass
         if first_without_database:
             try:
                 return reviewer(request, broker=self._broker(_no_database))
@@ -130,6 +147,8 @@ class GroupCommit:
         job = _Job(reviewer, request)
         if request.dry_run:
             with self.database.writer_turn():
+                if self._before_batch is not None:
+                    self._before_batch()
                 self._transact([job], commit=False)
             return job.outcome()
         with self._lock:
@@ -167,6 +186,8 @@ class GroupCommit:
         try:
             while not own.done:
                 with self.database.writer_turn():
+                    if self._before_batch is not None:
+                        self._before_batch()
                     with self._lock:
                         batch = self._queue[: self.max_batch]
                         del self._queue[: self.max_batch]

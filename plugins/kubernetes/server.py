@@ -35,6 +35,7 @@ from plugins.kubernetes.metrics import (
     enable_multiprocess,
     exposition,
 )
+from plugins.kubernetes.reserve import ReservedMacs
 from plugins.kubernetes.review import (
     MAX_REVIEW_BYTES,
     AdmissionRequest,
@@ -43,6 +44,7 @@ from plugins.kubernetes.review import (
     build_response,
     parse_review,
 )
+from plugins.kubernetes.service_broker import WEBHOOK_ACTOR
 
 log = logging.getLogger("macpool.webhook")
 
@@ -84,10 +86,19 @@ class WebhookApp:
         low_threshold: int = 10,
         metrics: AdmissionMetrics | None = None,
         migration_labels: MigrationLabels = FORKLIFT_LABELS,
+        reserve_ahead: bool = False,
     ) -> None:
         self.database = database
         self.migration_labels = migration_labels
         self.metrics = metrics or AdmissionMetrics()
+        #: MACs reserved ahead answer VM CREATE reviews without a write (see reserve.py).
+        self.reserved = (
+            ReservedMacs(
+                database, cluster_scope=cluster_scope, wait_time=wait_time, actor=WEBHOOK_ACTOR
+            )
+            if reserve_ahead
+            else None
+        )
         #: Reviews arriving together share a write transaction (see group_commit).
         self.group_commit = GroupCommit(
             database,
@@ -95,6 +106,11 @@ class WebhookApp:
             wait_time=wait_time,
             low_threshold=low_threshold,
             on_batch=self.metrics.observe_batch,
+            before_batch=(
+                None
+                if self.reserved is None
+                else functools.partial(self.reserved.record_now, take_turn=False)
+            ),
         )
         self._registry = self.metrics.registry(database, cluster_scope=cluster_scope)
         self._reviewers: dict[str, Callable[[AdmissionRequest], AdmissionResult]] = {
@@ -162,6 +178,11 @@ class WebhookApp:
             functools.partial(review_virtual_machine, labels=self.migration_labels),
             request,
             first_without_database=request.operation not in ("CREATE", "UPDATE"),
+            fast=(
+                self.reserved.broker
+                if self.reserved is not None and request.operation == "CREATE"
+                else None
+            ),
         )
 
     def _review_pod(self, request: AdmissionRequest) -> AdmissionResult:
@@ -279,6 +300,7 @@ def create_webhook_app(settings: Settings) -> WebhookApp:
         wait_time=settings.k8s_wait_time,
         low_threshold=settings.low_threshold,
         migration_labels=MigrationLabels.parse(settings.k8s_migration_labels),
+        reserve_ahead=settings.k8s_reserve_ahead,
     )
 
 

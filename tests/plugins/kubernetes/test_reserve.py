@@ -1,0 +1,202 @@
+"""VM CREATE reviews answered from MACs reserved ahead (plugins.kubernetes.reserve).
+
+The invariants of docs/RESERVED_MACS.md, each shown on a real database with the webhook's WSGI
+application in process: answers are recorded within a second; a retry gets the same MAC; a
+pool change is seen at the next review; a MAC answered by a process that died is adopted by
+the reconciler from the object; reservations never used return within the wait time.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from werkzeug.test import Client
+
+from manager.core.actor import Actor, Owner
+from manager.core.mac import parse_mac
+from manager.db import Allocation, Database
+from manager.services import assign_pool, create_pool
+from manager.services.bootstrap import bootstrap
+from manager.services.owners import align_owner
+from manager.services.reservations import RESERVATION_KIND
+from plugins.kubernetes.reserve import ReservedMacs
+from plugins.kubernetes.server import WebhookApp
+from tests.plugins.kubernetes.conftest import VM_GVK, review_body
+from tests.plugins.kubernetes.reconciler_harness import wait_until
+from tests.plugins.kubernetes.test_admission_vm import POD_NET, vm
+
+NS = "team"
+ACTOR = Actor("tester")
+
+
+@pytest.fixture
+def app(database: Database) -> Iterator[WebhookApp]:
+    with database.session(write=True) as session:
+        bootstrap(session, default_range="02:00:00:00:00:00-02:00:00:ff:ff:ff")
+    webhook = WebhookApp(database, cluster_scope="/kubernetes", wait_time=300, reserve_ahead=True)
+    yield webhook
+    assert webhook.reserved is not None
+    webhook.reserved.close()
+
+
+def _create(app: WebhookApp, name: str, *, operation: str = "CREATE", **kwargs: Any) -> str:
+    """Admit a one-NIC VM; the MAC it was given."""
+    obj = kwargs.pop("obj", None) or vm([{"name": "nic", "masquerade": {}}], [POD_NET], name=name)
+    obj["metadata"]["namespace"] = NS
+    body = review_body(obj, gvk=VM_GVK, operation=operation, uid=str(uuid.uuid4()), **kwargs)
+    reply = Client(app).post("/mutate-virtualmachines", data=body)
+    assert reply.status_code == 200
+    response = json.loads(reply.get_data())["response"]
+    assert response["allowed"], response
+    if operation == "UPDATE":
+        return ""
+    patch = json.loads(base64.b64decode(response["patch"]))
+    return next(op["value"] for op in patch if op["path"].endswith("/macAddress"))
+
+
+def _rows(database: Database) -> list[tuple[int, int, str, str, str]]:
+    with database.session() as session:
+        return [
+            (a.id, a.mac, a.owner_kind, a.owner_name, a.state)
+            for a in session.scalars(select(Allocation).order_by(Allocation.id))
+        ]
+
+
+def _reserved(database: Database) -> dict[int, int]:
+    """MAC → reservation id of every reservation."""
+    return {mac: id_ for id_, mac, kind, _, _ in _rows(database) if kind == RESERVATION_KIND}
+
+
+def _warm(app: WebhookApp, database: Database) -> dict[int, int]:
+    """Reviews through the ordinary path: the first creates the namespace, the second finds
+    no reserve for its pool and asks for one."""
+    _create(app, "first")
+    _create(app, "second")
+    wait_until(lambda: len(_reserved(database)) > 0, timeout=5)
+    return _reserved(database)
+
+
+def test_answers_come_from_the_reserve_and_are_recorded_within_a_second(
+    app: WebhookApp, database: Database
+) -> None:
+    reserved = _warm(app, database)
+    macs = [int(parse_mac(_create(app, f"vm{i}"))) for i in range(5)]
+    answered = time.monotonic()
+    assert set(macs) <= set(reserved)  # answered without allocating anything new
+
+    def recorded() -> bool:
+        rows = {mac: (id_, kind, state) for id_, mac, kind, _, state in _rows(database)}
+        return all(rows[mac] == (reserved[mac], "vm", "pending") for mac in macs)
+
+    wait_until(recorded, timeout=1.0)
+    assert time.monotonic() - answered < 1.0
+    assert len({mac for _, mac, *_ in _rows(database)}) == len(_rows(database))
+
+
+def test_a_retried_create_gets_the_same_mac_before_and_after_recording(
+    app: WebhookApp, database: Database
+) -> None:
+    _warm(app, database)
+    first = _create(app, "retry")
+    assert _create(app, "retry") == first  # likely before the record
+    wait_until(lambda: any(r[3] == "retry" and r[2] == "vm" for r in _rows(database)), timeout=1)
+    assert _create(app, "retry") == first
+    assert [r for r in _rows(database) if r[3] == "retry"] == [
+        (r[0], int(parse_mac(first)), "vm", "retry", "pending")
+        for r in _rows(database)
+        if r[3] == "retry"
+    ]
+    assert len([r for r in _rows(database) if r[3] == "retry"]) == 1
+
+
+def test_a_pool_assigned_to_the_namespace_is_used_by_the_next_review(
+    app: WebhookApp, database: Database
+) -> None:
+    old = _warm(app, database)
+    with database.session(write=True) as session:
+        pool = create_pool(
+            session, ACTOR, name="team-pool", ranges=["0a:00:00:00:00:00-0a:00:00:00:ff:ff"]
+        )
+        assign_pool(session, ACTOR, f"/kubernetes/{NS}", pool.id)
+    mac = _create(app, "after-change")
+    assert mac.startswith("0a:00:00"), mac  # never a MAC reserved from the old pool
+    # The old pool's reservations go back.
+    wait_until(lambda: not set(old) & set(_reserved(database)), timeout=2)
+
+
+def test_an_update_right_after_a_create_sees_the_unrecorded_answer(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ordinary path first writes what the reserve answered (the recorder is idle here)."""
+    monkeypatch.setattr(ReservedMacs, "_run", lambda self: None)
+    with database.session(write=True) as session:
+        bootstrap(session, default_range="02:00:00:00:00:00-02:00:00:ff:ff:ff")
+    app = WebhookApp(database, cluster_scope="/kubernetes", wait_time=300, reserve_ahead=True)
+    assert app.reserved is not None
+    _create(app, "first")
+    _create(app, "second")
+    app.reserved.record_now(take_turn=True, refill=True)  # what the recorder thread would do
+    mac = _create(app, "vm1")
+    assert [r for r in _rows(database) if r[3] == "vm1"] == []  # not recorded yet
+    stored = vm([{"name": "nic", "masquerade": {}, "macAddress": mac}], [POD_NET], name="vm1")
+    stored["metadata"]["namespace"] = NS
+    changed = json.loads(json.dumps(stored))
+    changed["metadata"]["labels"] = {"app": "x"}
+    _create(app, "vm1", operation="UPDATE", obj=changed, old=stored)
+    rows = [r for r in _rows(database) if r[3] == "vm1"]
+    assert [(r[1], r[2]) for r in rows] == [(int(parse_mac(mac)), "vm")]
+
+
+def test_a_mac_answered_by_a_process_that_died_is_adopted_from_the_object(
+    app: WebhookApp, database: Database
+) -> None:
+    reserved = _warm(app, database)
+    assert app.reserved is not None
+    thread = app.reserved._thread
+    assert thread is not None
+    app.reserved._stopping.set()  # the recorder stops: like kill -9 before it recorded
+    app.reserved._wake.set()
+    thread.join(timeout=5)
+    app.reserved._stopping.clear()
+    mac = int(parse_mac(_create(app, "orphan")))
+    assert _rows(database)[-1][2] != "vm" or all(r[3] != "orphan" for r in _rows(database))
+    assert {r[0] for r in _rows(database) if r[1] == mac} == {reserved[mac]}
+    # Nobody else can take it meanwhile, and the reconciler reads it back from the VM.
+    with database.session(write=True) as session:
+        result = align_owner(
+            session,
+            ACTOR,
+            scope=f"/kubernetes/{NS}",
+            owner=Owner("vm", "orphan", "uid-1"),
+            observed={"nic": mac},
+            settled=lambda stamp: True,
+        )
+    assert result.registered == 1 and result.refused == {}
+    assert [r for r in _rows(database) if r[1] == mac] == [
+        (reserved[mac], mac, "vm", "orphan", "allocated")
+    ]
+    app.reserved._pending.clear()  # what died with the process
+    app.reserved._thread = None
+
+
+def test_reservations_never_used_return_within_the_wait_time(database: Database) -> None:
+    with database.session(write=True) as session:
+        bootstrap(session, default_range="02:00:00:00:00:00-02:00:00:ff:ff:ff")
+    wait_time = 4
+    app = WebhookApp(database, cluster_scope="/kubernetes", wait_time=wait_time, reserve_ahead=True)
+    assert app.reserved is not None
+    try:
+        _warm(app, database)
+        reserved_at = time.monotonic()
+        wait_until(lambda: not _reserved(database), timeout=wait_time + 1)
+        assert time.monotonic() - reserved_at <= wait_time
+    finally:
+        app.reserved.close()
+    assert [r[2] for r in _rows(database)] == ["vm", "vm"]
