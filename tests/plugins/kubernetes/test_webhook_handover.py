@@ -4,6 +4,7 @@ back to the oVirt VM if the copy is deleted before the hand-over is final."""
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -33,6 +34,9 @@ from tests.plugins.kubernetes.webhook_harness import Webhook
 __all__ = ["client", "webhook"]  # module-scoped fixtures of the HTTPS suite, reused here
 
 ACTOR = Actor("ovirt-import", "importer")
+# Each source VM gets its own /24-sized block: counted, never drawn at random, so two fixtures of
+# one database can never pick overlapping ranges.
+_BLOCKS = itertools.count(1)
 
 
 @pytest.fixture
@@ -40,7 +44,7 @@ def source(webhook: Webhook) -> Iterator[dict[str, Any]]:
     """An oVirt VM as the importer leaves it: owner kind ovirt-vm, uid = VM id, two NICs."""
     tag = uuid.uuid4().hex[:8]
     vm_id = str(uuid.uuid4())
-    block = 0x0E_00_00_00_00_00 + (int(tag, 16) % 0xFFFF) * 0x100
+    block = 0x0E_00_00_00_00_00 + next(_BLOCKS) * 0x100
     macs = [format_mac_int(block + 1), format_mac_int(block + 2)]
     with webhook.database.session(write=True) as session:
         pool = create_pool(
