@@ -33,7 +33,7 @@ from typing import Final
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
-from manager.core.errors import MacPoolError
+from manager.core.errors import DatabaseUnavailable, MacPoolError
 from manager.core.mac import format_mac_int
 from manager.db import Database
 from manager.services.reservations import (
@@ -248,6 +248,8 @@ class ReservedMacs:
         with self._lock:
             if self._thread is not None and self._pid == os.getpid():
                 return
+            if self._stopping.is_set() and self._pid == os.getpid():
+                raise NeedsDatabase  # closed: reviews take the write path
             if self._pid != os.getpid():  # a forked worker: the parent's state is not ours
                 self.__init__(  # type: ignore[misc]
                     self.database,
@@ -421,13 +423,20 @@ class ReservedMacs:
             return
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        thread, self._thread = self._thread, None  # a second close (atexit after close) is a no-op
+        thread.join(timeout=5)
         with self._lock:
             for reserve in self._pools.values():
                 self._release.extend(r.id for r in reserve.free)
             self._pools.clear()
-        self.record_now(take_turn=True, refill=True)
+        try:
+            self.record_now(take_turn=True, refill=True)
+        except (MacPoolError, DatabaseUnavailable) as exc:  # nothing is lost by stopping
+            log.warning(
+                "could not record answers or return reservations at shutdown (%s); the reconciler "
+                "adopts answered MACs and unused reservations expire within the wait time",
+                exc,
+            )
 
 
 class ReserveBroker:
