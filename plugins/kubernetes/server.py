@@ -106,6 +106,7 @@ class WebhookApp:
             wait_time=wait_time,
             low_threshold=low_threshold,
             on_batch=self.metrics.observe_batch,
+            on_path=self.metrics.observe_path,
             before_batch=(
                 None
                 if self.reserved is None

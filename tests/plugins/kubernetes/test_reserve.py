@@ -98,6 +98,9 @@ def test_answers_come_from_the_reserve_and_are_recorded_within_a_second(
 
     wait_until(recorded, timeout=1.0)
     assert time.monotonic() - answered < 1.0
+    samples = app.metrics.paths.collect()[0].samples
+    paths = {s.labels["path"]: s.value for s in samples if s.name.endswith("_total")}
+    assert paths["reserved"] == 5  # counted for operators: the share answered without a write
     assert len({mac for _, mac, *_ in _rows(database)}) == len(_rows(database))
 
 
