@@ -328,19 +328,8 @@ class ReservedMacs:
         take_turn: bool,
     ) -> dict[int, list[Reserved]]:
         reserved: dict[int, list[Reserved]] = {}
-        if take_turn:
-            with self.database.session(write=True) as session:
-                self._transact(session, answers, releases, wanted, sweep, reserved)
-            return reserved
-        session = self.database.new_session(write=True)
-        try:
+        with self.database.session(write=True, take_turn=take_turn) as session:
             self._transact(session, answers, releases, wanted, sweep, reserved)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
         return reserved
 
     def _transact(
