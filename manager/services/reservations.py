@@ -231,6 +231,9 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
     """
     if not answers:
         return []
+    answers = _not_yet_adopted(session, answers)
+    if not answers:
+        return []
     now = datetime.now(UTC)
     params = [
         {
@@ -264,6 +267,42 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
         except MacPoolError:
             refused.append(answer)
     return refused
+
+
+def _not_yet_adopted(session: Session, answers: Sequence[Answer]) -> list[Answer]:
+    """The answers whose reservation is not already the answered owner's allocation.
+
+    The reconciler often sees the object before the answer is recorded: it then adopts the
+    reservation through the kernel (same row, same MAC, its own audit event), and recording
+    that answer again has nothing left to do. One read tells them apart, so that the batch
+    UPDATE is not refused, and the kernel not run answer by answer, because of them.
+    """
+    rows = {
+        row.id: row
+        for row in session.execute(
+            select(
+                _alloc.c.id,
+                _alloc.c.scope_id,
+                _alloc.c.owner_kind,
+                _alloc.c.owner_name,
+                _alloc.c.interface,
+                _alloc.c.mac,
+            ).where(_alloc.c.id.in_([a.reservation_id for a in answers]))
+        )
+    }
+    left = []
+    for answer in answers:
+        row = rows.get(answer.reservation_id)
+        adopted = row is not None and (
+            row.scope_id,
+            row.owner_kind,
+            row.owner_name,
+            row.interface,
+            row.mac,
+        ) == (answer.scope_id, answer.owner_kind, answer.owner_name, answer.interface, answer.mac)
+        if not adopted:
+            left.append(answer)
+    return left
 
 
 class _Redo(Exception):
