@@ -46,7 +46,7 @@ from manager.services.allocation_rows import (
 )
 from manager.services.allocations import release_allocation
 from manager.services.audit import record_event
-from manager.services.bulk_allocations import allocate_macs
+from manager.services.bulk_allocations import allocate_macs, allocate_rows
 from manager.services.common import lock_pools
 from manager.services.index_cache import pool_ranges
 from manager.services.pool_counters import NONE, apply_changes, shares_of
@@ -196,8 +196,8 @@ def reserve_macs(
         AllocationRequest(target.scope_id, owner, f"r{first + i}", ttl_seconds=ttl_seconds)
         for i in range(count)
     ]
-    results = allocate_macs(session, actor, requests, now=now, each_event=False)
-    macs = sorted(r.allocation.mac for r in results)
+    rows = allocate_rows(session, actor, requests, now=now, each_event=False)
+    macs = sorted(mac for _, mac in rows)
     record_event(
         session,
         actor,
@@ -215,7 +215,7 @@ def reserve_macs(
         },
     )
     until = now + timedelta(seconds=ttl_seconds) - usable_margin(ttl_seconds)
-    return [Reserved(r.allocation.id, r.allocation.mac, until) for r in results]
+    return [Reserved(row_id, mac, until) for row_id, mac in rows]
 
 
 def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) -> list[Answer]:
