@@ -2,16 +2,15 @@
 
 A MAC is a 48-bit integer. Input is accepted case-insensitively in exactly four forms
 (``02:00:5e:00:53:01``, ``02-00-5E-00-53-01``, ``0200.5e00.5301``, ``02005e005301``); output is
-always lower-case colon form. netaddr does the conversion, but only after a strict syntax check,
-because netaddr alone also accepts decimal integers (``EUI("12")``), booleans and 64-bit EUIs.
+always lower-case colon form. A strict syntax check comes first, because netaddr (the reference
+the conversions are tested against) also accepts decimal integers (``EUI("12")``), booleans and
+64-bit EUIs; once a text matched one of the four forms, its twelve hex digits are the value.
 """
 
 from __future__ import annotations
 
 import re
 from functools import total_ordering
-
-from netaddr import EUI
 
 from manager.core.errors import InvalidMac
 
@@ -26,6 +25,8 @@ MAC_PATTERN = (
     r"|[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4}|[0-9A-Fa-f]{12})$"
 )
 _MAC_RE = re.compile(MAC_PATTERN)
+#: Deletes the separators of the four forms, leaving the twelve hex digits.
+_NO_SEPARATORS = str.maketrans("", "", ":-.")
 #: The written forms of a MAC that may be handed out or bound to a NIC: not multicast (the
 #: first octet's second digit is even) and not all-zero (some digit is not 0).
 ASSIGNABLE_MAC_PATTERN = (
@@ -133,10 +134,10 @@ def parse_mac(value: object) -> MacAddress:
             "0200.5e00.5301 or 02005e005301.",
             details={"value": value},
         )
-    eui = EUI(value)
-    if eui.version != MAC_BITS:  # pragma: no cover - the pattern admits only 48-bit forms
-        raise InvalidMac(f"'{value}' is not a 48-bit MAC address.", details={"value": value})
-    return MacAddress(int(eui))
+    # The pattern admits ASCII hex digits and separators only: what is left is 12 hex digits.
+    # netaddr's EUI() did this conversion before; it cost about five times as much (an initial
+    # sync parses 10^5 MACs) and is kept as the reference of a property test.
+    return MacAddress(int(value.translate(_NO_SEPARATORS), 16))
 
 
 def parse_assignable_mac(value: object) -> MacAddress:

@@ -156,7 +156,7 @@ class Prepared:
         """Run on a fresh cursor of the connection; (the form, the raw rows when fetched)."""
         form = self._form(conn.dialect)
         cursor = _cursor(conn)
-        values: Any = [_values(form, each) for each in params] if many else _values(form, params[0])
+        values: Any = _values_many(form, params) if many else _values(form, params[0])
         try:
             if many:
                 conn.dialect.do_executemany(cursor, form.sql, values)
@@ -199,6 +199,24 @@ def _values(form: _Form, params: Mapping[str, Any]) -> Sequence[Any] | dict[str,
     if form.positional:
         return values
     return dict(zip(form.names, values, strict=True))
+
+
+def _values_many(form: _Form, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """:func:`_values` of many rows, column by column: each column's lookups and bind
+    processor run in one comprehension instead of one Python step per row and column (an
+    initial sync writes 10^5 rows into each of four tables)."""
+    columns: list[Sequence[Any]] = []
+    for name, process, fixed in form.plan:
+        if fixed is _REQUIRED:
+            column: Sequence[Any] = [row[name] for row in rows]
+        else:
+            column = [row.get(name, fixed) for row in rows]
+        columns.append(column if process is None else [process(value) for value in column])
+    if not columns:
+        return [[] if form.positional else {} for _ in rows]
+    if form.positional:
+        return list(zip(*columns, strict=True))  # tuples: a DBAPI parameter sequence
+    return [dict(zip(form.names, values, strict=True)) for values in zip(*columns, strict=True)]
 
 
 def _cursor(conn: Connection) -> Any:

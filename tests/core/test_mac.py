@@ -241,3 +241,20 @@ def test_format_mac_int_writes_what_netaddr_writes(value: int) -> None:
     from netaddr.strategy import eui48
 
     assert format_mac_int(value) == eui48.int_to_str(value, mac_unix_expanded)
+
+
+@given(
+    st.integers(min_value=0, max_value=2**48 - 1),
+    st.lists(st.booleans(), min_size=12, max_size=12),
+)
+def test_parse_mac_reads_what_netaddr_reads(value: int, upper: list[bool]) -> None:
+    """parse_mac converts without netaddr; netaddr's EUI() stays the reference, in every form
+    and in any mix of letter cases."""
+    from netaddr import EUI
+
+    for text in _written_forms(value):
+        digits = iter(upper)
+        mixed = "".join(
+            (c.upper() if next(digits) else c.lower()) if c.isalnum() else c for c in text
+        )
+        assert parse_mac(mixed).value == int(EUI(mixed)) == value, mixed

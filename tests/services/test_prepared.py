@@ -61,6 +61,27 @@ def test_typed_values_round_trip_as_core_stores_them(session: Session) -> None:
     assert at.replace(tzinfo=UTC) == moment
 
 
+def test_many_rows_store_what_one_row_at_a_time_stores(session: Session) -> None:
+    """run_many processes its parameters column by column: the same values as run per row."""
+    moment = datetime(2026, 11, 23, 20, 15, 1, 123456, tzinfo=UTC)
+    conn = session.connection()
+    statement = Prepared(insert(_audit), keys=KEYS)
+    events = [_event(f"many-{i}", moment) for i in range(3)]
+    events[1]["details"] = None
+    events[2]["target_id"] = "x"
+    statement.run_many(conn, events)
+    for event in events:
+        statement.run(conn, {**event, "action": f"one-{event['action']}"})
+    raw = conn.exec_driver_sql(
+        "SELECT action, at, actor, details, target_id FROM audit_events"
+        " WHERE action LIKE 'many-%' OR action LIKE 'one-many-%'"
+    ).all()
+    stored = {row[0]: tuple(row[1:]) for row in raw}
+    assert len(stored) == 6
+    for event in events:
+        assert stored[str(event["action"])] == stored[f"one-{event['action']}"]
+
+
 def test_booleans_come_back_as_booleans(session: Session) -> None:
     conn = session.connection()
     statement = Prepared(select(_pool.c.allow_duplicates, _pool.c.is_default).limit(1))
