@@ -581,6 +581,8 @@ class _Batch:
         conn = self.conn
         try:
             with self.session.begin_nested() if savepoint else nullcontext():
+                if savepoint:  # the SAVEPOINT is emitted when the session's connection is asked
+                    conn = self.session.connection()
                 insert_held(conn, self.new_held)
                 changed = [s for _, s in sorted(self.pools.items()) if s.held]
                 for state in changed:
@@ -654,11 +656,17 @@ def allocate_macs(
     *,
     now: datetime | None = None,
     each_event: bool = True,
+    results: bool = True,
+    unheld: bool = False,
 ) -> list[AllocationResult]:
     """Allocate for every request at once; results in request order (see the module docstring).
 
     ``each_event=False`` leaves out the ``allocation.create`` event of each new allocation:
-    the caller records one for the batch.
+    the caller records one for the batch. ``results=False`` returns no results (an empty
+    list): nothing builds the allocations' objects nor reads back the repeats. ``unheld``: the
+    caller read its owners' allocations in this transaction or knows none holds a requested
+    identity (saves the query; should one exist after all, the unique constraint refuses the
+    insert and the batch raises :class:`MacInUse`, writing nothing).
 
     Same rules as ``allocate_mac``: idempotent per owner identity (a repeat, also within the
     batch, returns the existing allocation with ``created=False``), requested vs automatic,
@@ -670,7 +678,7 @@ def allocate_macs(
         return []
     batch, checked, targets = _prepared_batch(session, actor, requests, now, each_event)
     try:
-        return _run(session, batch, requests, checked, targets)
+        return _run(session, batch, requests, checked, targets, objects=results, unheld=unheld)
     except BaseException:
         batch.undo()
         raise
@@ -766,12 +774,14 @@ def _run(
     targets: Sequence[tuple[Scope, int]],
     *,
     objects: bool = True,
+    unheld: bool = False,
 ) -> list[AllocationResult]:
     """Plan and write the batch; errors name their request when ``requests`` are given.
 
-    ``objects=False``: write only (no results; the written rows stay in ``batch.rows``)."""
+    ``objects=False``: write only (no results; the written rows stay in ``batch.rows``).
+    ``unheld``: no identity lookup (see :func:`allocate_macs`)."""
     repeats: dict[int, _Prior] = {}
-    for i in batch.prepare(checked, targets):
+    for i in batch.prepare(checked, targets, unheld=unheld):
         scope, effective_id = targets[i]
         c = checked[i]
         prior = batch.priors.get((scope.id, c.owner_kind, c.owner_name, c.interface))
@@ -784,7 +794,9 @@ def _run(
         if prior is not None:
             repeats[i] = prior
     # A batch of one needs no savepoint: its caller's transaction ends with the request.
-    created = batch.write(savepoint=len(checked) > 1, objects=objects)
+    # (with ``unheld``, an identity taken after all fails the insert: the savepoint keeps the
+    # caller's transaction usable).
+    created = batch.write(savepoint=len(checked) > 1 or unheld, objects=objects)
     if not objects:
         return []
     stored_ids = [p.id for p in repeats.values() if p.id is not None]
@@ -793,15 +805,15 @@ def _run(
         for ids in _chunks(stored_ids)
         for a in session.scalars(select(Allocation).where(Allocation.id.in_(ids)))
     }
-    results = []
+    answers = []
     for i in range(len(checked)):
         if i in created:
-            results.append(AllocationResult(created[i], created=True))
+            answers.append(AllocationResult(created[i], created=True))
             continue
         prior = repeats[i]
         holder = stored[prior.id] if prior.id is not None else created[prior.request or 0]
-        results.append(AllocationResult(holder, created=False))
-    return results
+        answers.append(AllocationResult(holder, created=False))
+    return answers
 
 
 class AllocationPlan:

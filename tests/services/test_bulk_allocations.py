@@ -251,3 +251,46 @@ def test_repeat_in_batch_is_idempotent_or_refused(
     with pytest.raises(InterfaceInUse, match="Request 1"):
         allocate_macs(session, actor, [other, clash])
     assert allocate_macs(session, actor, []) == []
+
+
+def test_without_results_the_same_rows_are_written(
+    session: Session, actor: Actor, pools: None
+) -> None:
+    batch = [
+        AllocationRequest("/a", Owner("vm", f"v{i}"), "nic0", mac=format_mac_int(A + i))
+        for i in range(3)
+    ] + [AllocationRequest("/b", Owner("vm", "auto"), "nic0")]
+    assert allocate_macs(session, actor, batch, results=False) == []
+    held = {
+        (a.owner_name, a.mac, a.state)
+        for a in session.scalars(select(Allocation).where(Allocation.owner_kind == "vm"))
+    }
+    assert held == {
+        ("v0", A, "allocated"),
+        ("v1", A + 1, "allocated"),
+        ("v2", A + 2, "allocated"),
+        ("auto", B, "allocated"),
+    }
+    # A repeat is idempotent there too: nothing new is written.
+    before = row_counts(session)
+    assert allocate_macs(session, actor, batch, results=False) == []
+    assert row_counts(session) == before
+
+
+@pytest.mark.parametrize("size", [1, 3, 20])
+def test_unheld_caller_wrong_about_an_identity_writes_nothing(
+    session: Session, actor: Actor, pools: None, size: int
+) -> None:
+    """``unheld`` skips the identity lookup; an identity held after all is refused by the
+    unique constraint, as MacInUse, and the batch writes nothing (the transaction goes on)."""
+    allocate_macs(session, actor, [AllocationRequest("/b", Owner("vm", "v0"), "nic0")])
+    before = row_counts(session)
+    batch = [
+        AllocationRequest("/b", Owner("vm", f"v{i}"), "nic0", mac=format_mac_int(B + 1 + i % 4))
+        for i in range(size)
+    ]
+    with pytest.raises(MacInUse):
+        allocate_macs(session, actor, batch, results=False, unheld=True)
+    assert row_counts(session) == before
+    repeat = AllocationRequest("/b", Owner("vm", "v0"), "nic0")
+    assert allocate_macs(session, actor, [repeat])[0].created is False
