@@ -30,6 +30,7 @@ from manager.services.jobs import (
     record_progress,
     start_job,
 )
+from manager.services.owners import Holding, confirm_holdings, owners_holdings
 from manager.services.pools import (
     PoolStats,
     add_range,
@@ -63,6 +64,7 @@ __all__ = [
     "Actor",
     "AllocationResult",
     "Handover",
+    "Holding",
     "MacInfo",
     "Owner",
     "Page",
@@ -74,6 +76,7 @@ __all__ = [
     "bootstrap",
     "complete_handovers",
     "confirm_allocation",
+    "confirm_holdings",
     "create_pool",
     "create_scope",
     "delete_pool",
@@ -98,6 +101,7 @@ __all__ = [
     "list_scopes",
     "mac_info",
     "move_scope",
+    "owners_holdings",
     "pending_handovers",
     "pool_statistics",
     "record_event",

@@ -14,19 +14,20 @@ to a change still in flight and are left alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import Conflict, InterfaceInUse, InvalidInput
 from manager.core.mac import MacAddress, format_mac_int
 from manager.db import Allocation, Scope
-from manager.services.allocation_rows import Handover
+from manager.db.prepared import Prepared
+from manager.services.allocation_rows import Handover, audit_row, connection, insert_audit
 from manager.services.allocations import (
     allocate_mac,
     confirm_allocation,
@@ -106,6 +107,139 @@ def subtree_holdings(
     if owner_kinds is None:
         return _holdings(session, target)
     return _holdings(session, target, Allocation.owner_kind.in_(list(owner_kinds)))
+
+
+#: Owners per ``IN`` list of :func:`owners_holdings` (below every backend's parameter limit).
+_OWNER_CHUNK = 400
+
+
+def owners_holdings(
+    session: Session, owners: Iterable[tuple[int, str, str]]
+) -> dict[tuple[int, str, str], list[Holding]]:
+    """The allocations of many owners at once, as plain values, keyed by (scope id, owner
+    kind, owner name); owners holding nothing are left out. A few queries for a whole batch
+    of owners (a reconciler's batch of watch events), not one per owner."""
+    wanted = set(owners)
+    found: dict[tuple[int, str, str], list[Holding]] = {}
+    if not wanted:
+        return found
+    alloc: Table = Allocation.__table__  # type: ignore[assignment]
+    scope: Table = Scope.__table__  # type: ignore[assignment]
+    ordered = sorted(wanted)
+    conn = connection(session)
+    for start in range(0, len(ordered), _OWNER_CHUNK):
+        chunk = ordered[start : start + _OWNER_CHUNK]
+        rows = conn.execute(
+            select(
+                alloc.c.id,
+                alloc.c.scope_id,
+                scope.c.name,
+                alloc.c.owner_kind,
+                alloc.c.owner_name,
+                alloc.c.owner_uid,
+                alloc.c.interface,
+                alloc.c.mac,
+                alloc.c.state,
+                alloc.c.transaction,
+            )
+            .join(scope, scope.c.id == alloc.c.scope_id)
+            .where(
+                alloc.c.scope_id.in_(sorted({o[0] for o in chunk})),
+                alloc.c.owner_name.in_(sorted({o[2] for o in chunk})),
+            )
+            .order_by(alloc.c.id)
+        )
+        for row in rows:
+            key = (row[1], row[3], row[4])
+            if key in wanted:
+                found.setdefault(key, []).append(
+                    Holding(
+                        id=row[0],
+                        scope_id=row[1],
+                        scope_name=row[2],
+                        owner_kind=row[3],
+                        owner_name=row[4],
+                        owner_uid=row[5],
+                        interface=row[6],
+                        mac=row[7],
+                        state=row[8],
+                        transaction=row[9],
+                    )
+                )
+    return found
+
+
+_alloc_table: Table = Allocation.__table__  # type: ignore[assignment]
+_CONFIRM = Prepared(
+    update(_alloc_table)
+    .where(
+        _alloc_table.c.id == bindparam("allocation_id"),
+        _alloc_table.c.mac == bindparam("mac"),
+        _alloc_table.c.state == "pending",
+    )
+    .values(state="allocated", expires_at=None, updated_at=bindparam("now"))
+)
+_LEARN_UID = Prepared(
+    update(_alloc_table)
+    .where(
+        and_(
+            _alloc_table.c.id == bindparam("allocation_id"),
+            _alloc_table.c.owner_uid.is_(None),
+        )
+    )
+    .values(owner_uid=bindparam("uid"), updated_at=bindparam("now"))
+)
+
+
+def confirm_holdings(
+    session: Session,
+    actor: Actor,
+    pending: Sequence[Holding],
+    *,
+    uids: Mapping[int, str] | None = None,
+    now: datetime | None = None,
+) -> bool:
+    """:func:`confirm_allocation` for many pending allocations at once, all or nothing.
+
+    One batched UPDATE and one ``allocation.confirm`` event per allocation (as
+    :func:`confirm_allocation` records it); ``uids`` (allocation id → owner uid) are learnt
+    by allocations that record none yet (as :func:`align_owner` does). Each holding must still
+    be pending with the same MAC: if any is not (changed since it was read), nothing is
+    written and the answer is False, for the caller to take the one-by-one way.
+    """
+    moment = now or datetime.now(UTC)
+    learn = [{"allocation_id": key, "uid": uid, "now": moment} for key, uid in (uids or {}).items()]
+    if not pending and not learn:
+        return True
+    params = [{"allocation_id": h.id, "mac": h.mac, "now": moment} for h in pending]
+    events = []
+    for holding in pending:
+        mac = format_mac_int(holding.mac)
+        events.append(
+            audit_row(
+                actor,
+                action="allocation.confirm",
+                target_type="mac",
+                target_id=mac,
+                target=mac,
+                details={"allocation_id": holding.id},
+                now=moment,
+            )
+        )
+    try:
+        with session.begin_nested():
+            conn = connection(session)  # inside: the SAVEPOINT is emitted before the UPDATE
+            if _CONFIRM.count_many(conn, params) != len(params):
+                raise _Changed
+            _LEARN_UID.run_many(conn, learn)
+            insert_audit(conn, events)
+    except _Changed:
+        return False
+    return True
+
+
+class _Changed(Exception):
+    """A holding changed since it was read: the batch is not written."""
 
 
 def owner_allocations(
@@ -309,8 +443,10 @@ __all__ = [
     "Holding",
     "Settled",
     "align_owner",
+    "confirm_holdings",
     "expire_pending_in",
     "owner_allocations",
+    "owners_holdings",
     "owners_named_like",
     "rename_owner",
     "shared_macs",

@@ -33,9 +33,11 @@ from manager.db import Database
 from manager.services import (
     Handover,
     complete_handovers,
+    confirm_holdings,
     ensure_path,
     ensure_scope,
     get_scope,
+    owners_holdings,
     release_owner,
 )
 from manager.services.allocations import AllocationRequest, allocate_macs, release_allocation
@@ -99,11 +101,18 @@ class Aligner:
     # --- applying, one transaction per batch -----------------------------------------------
 
     def _in_batches(self, items: list[Any], apply: Callable[[Session, Any], None]) -> None:
+        def each(session: Session, batch: list[Any]) -> None:
+            for item in batch:
+                apply(session, item)
+
+        self._in_chunks(items, each)
+
+    def _in_chunks(self, items: list[Any], apply: Callable[[Session, list[Any]], None]) -> None:
+        """Apply to ``batch_size`` items at a time, each batch in one write transaction."""
         for start in range(0, len(items), self.batch_size):
             try:
                 with self.database.session(write=True) as session:
-                    for item in items[start : start + self.batch_size]:
-                        apply(session, item)
+                    apply(session, items[start : start + self.batch_size])
                     if self._refused_dirty:
                         self._save_in(session)
             except Exception:
@@ -135,7 +144,9 @@ class Aligner:
                         for obs in batch
                         for interface, mac in sorted(obs.macs.items())
                     ]
-                    allocate_macs(session, ACTOR, requests)
+                    # Nobody held these owners at the listing: no identity lookup (a holder
+                    # that appeared since fails the insert and the batch is redone one by one).
+                    allocate_macs(session, ACTOR, requests, results=False, unheld=True)
                     for obs in batch:
                         self._set_refused(obs, {})
                         self._finish_migration(session, obs)
@@ -175,6 +186,58 @@ class Aligner:
             log.warning("cannot reconcile %s: %s", obs.describe(), exc)
             return
         self._set_refused(obs, result.refused)
+
+    def _settle(self, session: Session, observed: list[Observed]) -> set[int]:
+        """Confirm set-wise the objects that only need confirming; the indexes of those done.
+
+        The common watch event: a VM created through the webhook shows up with the pending
+        allocations of its answer. When every allocation an object holds is its own MAC on an
+        interface it has, allocated or pending with a stamp the object covers, and nothing
+        else is to be done (no migration, no placeholder name, no new interface), aligning it
+        is only "confirm the pending ones, learn the uid": done here for the whole batch with
+        one read and one batched UPDATE, not an ORM alignment per object. The rest is left to
+        :meth:`_align`, as is everything when a holding changed meanwhile.
+        """
+        owners: dict[int, tuple[int, str, str]] = {}
+        for i, obs in enumerate(observed):
+            scope_id = self._scope_ids.get(obs.namespace)
+            if (
+                scope_id is None  # a namespace not seen yet: its scope may not exist
+                or obs.deleting
+                or obs.generate_name
+                or obs.migrated_from is not None
+                or not obs.macs
+                or not self.managed(obs.kind, obs.namespace)
+            ):
+                continue
+            owners[i] = (scope_id, obs.kind, obs.name)
+        if not owners:
+            return set()
+        held = owners_holdings(session, owners.values())
+        done: set[int] = set()
+        pending: list[Holding] = []
+        uids: dict[int, str] = {}
+        for i, owner in owners.items():
+            obs = observed[i]
+            mine = held.get(owner, [])
+            if len(mine) != len(obs.macs):
+                continue
+            settled = _settled_by(obs)
+            if not all(
+                obs.macs.get(h.interface) == h.mac
+                and (h.state == "allocated" or (h.state == "pending" and settled(h.transaction)))
+                for h in mine
+            ):
+                continue
+            pending.extend(h for h in mine if h.state == "pending")
+            if obs.uid:
+                uids.update((h.id, obs.uid) for h in mine if h.owner_uid is None)
+            done.add(i)
+        if not confirm_holdings(session, ACTOR, pending, uids=uids):
+            return set()
+        for i in done:
+            self._set_refused(observed[i], {})
+        return done
 
     def _finish_migration(self, session: Session, obs: Observed) -> None:
         """A migrated VM that has run: the VM it was migrated from gives its MACs up for good."""

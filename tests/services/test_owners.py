@@ -171,3 +171,83 @@ def test_shared_macs_lists_every_holder_of_a_duplicate(session: Session, actor: 
     shared = shared_macs(session, scope="/k")
     assert list(shared) == [parse_mac(A).value]
     assert sorted(h["owner_name"] for h in shared[parse_mac(A).value]) == ["o", "v"]
+
+
+def test_confirm_holdings_confirms_set_wise_as_confirm_allocation_does(
+    session: Session, actor: Actor
+) -> None:
+    from sqlalchemy import select
+
+    from manager.db import Allocation, AuditEvent
+    from manager.services import confirm_holdings, owners_holdings
+
+    scope = _ns(session, actor)
+    for name, mac in (("web", A), ("db", B)):
+        allocate_mac(
+            session,
+            actor,
+            scope=scope,
+            owner=Owner("vm", name),
+            interface="nic",
+            mac=mac,
+            ttl_seconds=60,
+            transaction="1",
+        )
+    allocate_mac(session, actor, scope=scope, owner=Owner("vm", "kept"), interface="nic", mac=C)
+    held = owners_holdings(session, [(scope, "vm", "web"), (scope, "vm", "db"), (scope, "vm", "x")])
+    assert set(held) == {(scope, "vm", "web"), (scope, "vm", "db")}
+    pending = [h for hs in held.values() for h in hs]
+    assert {h.state for h in pending} == {"pending"}
+    web = held[(scope, "vm", "web")][0]
+
+    assert confirm_holdings(session, actor, pending, uids={web.id: "uid-web"})
+
+    session.expire_all()
+    rows = {a.owner_name: a for a in session.scalars(select(Allocation))}
+    assert {n: (a.state, a.expires_at, a.owner_uid) for n, a in rows.items()} == {
+        "web": ("allocated", None, "uid-web"),
+        "db": ("allocated", None, None),
+        "kept": ("allocated", None, None),
+    }
+    events = session.scalars(
+        select(AuditEvent).where(AuditEvent.action == "allocation.confirm")
+    ).all()
+    assert sorted((e.target, e.details["allocation_id"]) for e in events) == sorted(
+        (format_mac_int(h.mac), h.id) for h in pending
+    )
+
+
+def test_confirm_holdings_writes_nothing_when_a_holding_changed(
+    session: Session, actor: Actor
+) -> None:
+    from manager.services import confirm_allocation, confirm_holdings, owners_holdings
+
+    scope = _ns(session, actor)
+    for name, mac in (("web", A), ("db", B)):
+        allocate_mac(
+            session,
+            actor,
+            scope=scope,
+            owner=Owner("vm", name),
+            interface="nic",
+            mac=mac,
+            ttl_seconds=60,
+            transaction="1",
+        )
+    held = owners_holdings(session, [(scope, "vm", "web"), (scope, "vm", "db")])
+    pending = [h for hs in held.values() for h in hs]
+    confirm_allocation(session, actor, held[(scope, "vm", "db")][0].id)  # changed meanwhile
+    session.flush()
+
+    assert not confirm_holdings(session, actor, pending, uids={pending[0].id: "u"})
+
+    session.expire_all()
+    assert _held(session, scope) == {
+        ("web", "nic"): (A, "pending"),
+        ("db", "nic"): (B, "allocated"),
+    }
+    assert all(
+        h.owner_uid is None
+        for hs in owners_holdings(session, [(scope, "vm", "web")]).values()
+        for h in hs
+    )
