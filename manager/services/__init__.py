@@ -30,7 +30,12 @@ from manager.services.jobs import (
     record_progress,
     start_job,
 )
-from manager.services.owners import Holding, confirm_holdings, owners_holdings
+from manager.services.owners import (
+    Holding,
+    confirm_holdings,
+    owners_holdings,
+    reservation_held,
+)
 from manager.services.pools import (
     PoolStats,
     add_range,
@@ -109,6 +114,7 @@ __all__ = [
     "release_allocation",
     "release_owner",
     "remove_range",
+    "reservation_held",
     "resolve_pool",
     "start_job",
     "update_pool",

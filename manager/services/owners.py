@@ -27,7 +27,13 @@ from manager.core.errors import Conflict, InterfaceInUse, InvalidInput
 from manager.core.mac import MacAddress, format_mac_int
 from manager.db import Allocation, Scope
 from manager.db.prepared import Prepared
-from manager.services.allocation_rows import Handover, audit_row, connection, insert_audit
+from manager.services.allocation_rows import (
+    RESERVATION_KIND,
+    Handover,
+    audit_row,
+    connection,
+    insert_audit,
+)
 from manager.services.allocations import (
     allocate_mac,
     confirm_allocation,
@@ -166,6 +172,25 @@ def owners_holdings(
                         transaction=row[9],
                     )
                 )
+    return found
+
+
+def reservation_held(session: Session, macs: Iterable[int]) -> set[int]:
+    """Which of these MACs are held by a reservation (a webhook's MAC reserved ahead, maybe
+    answered to the API server and not recorded to its owner yet)."""
+    alloc: Table = Allocation.__table__  # type: ignore[assignment]
+    wanted = sorted(set(macs))
+    found: set[int] = set()
+    conn = connection(session)
+    for start in range(0, len(wanted), _OWNER_CHUNK):
+        chunk = wanted[start : start + _OWNER_CHUNK]
+        found.update(
+            conn.execute(
+                select(alloc.c.mac).where(
+                    alloc.c.owner_kind == RESERVATION_KIND, alloc.c.mac.in_(chunk)
+                )
+            ).scalars()
+        )
     return found
 
 
@@ -449,6 +474,7 @@ __all__ = [
     "owners_holdings",
     "owners_named_like",
     "rename_owner",
+    "reservation_held",
     "shared_macs",
     "subtree_holdings",
 ]

@@ -39,6 +39,7 @@ from manager.services import (
     get_scope,
     owners_holdings,
     release_owner,
+    reservation_held,
 )
 from manager.services.allocations import AllocationRequest, allocate_macs, release_allocation
 from manager.services.owners import Holding, align_owner, owners_named_like, rename_owner
@@ -187,16 +188,26 @@ class Aligner:
             return
         self._set_refused(obs, result.refused)
 
-    def _settle(self, session: Session, observed: list[Observed]) -> set[int]:
-        """Confirm set-wise the objects that only need confirming; the indexes of those done.
+    def _settle(
+        self, session: Session, observed: list[Observed], *, wait: bool = False
+    ) -> tuple[set[int], set[int]]:
+        """Confirm set-wise the objects that only need confirming: (the indexes of those done,
+        those to look at again a little later).
 
         The common watch event: a VM created through the webhook shows up with the pending
         allocations of its answer. When every allocation an object holds is its own MAC on an
         interface it has, allocated or pending with a stamp the object covers, and nothing
         else is to be done (no migration, no placeholder name, no new interface), aligning it
-        is only "confirm the pending ones, learn the uid": done here for the whole batch with
+        is only "confirm the pending ones, learn the uid" (or nothing at all: an object that
+        carries no MAC and holds none, a VM created without the webhook): done for the batch with
         one read and one batched UPDATE, not an ORM alignment per object. The rest is left to
         :meth:`_align`, as is everything when a holding changed meanwhile.
+
+        ``wait``: an object that holds nothing yet and carries only MACs held by reservations
+        is most likely a VM the webhook just answered from its reserve, the answer about to be
+        recorded (within 0.1 s, docs/RESERVED_MACS.md): it is left for a little later, when
+        confirming it is all there is to do, instead of taking the reservation over now (which
+        would also send the webhook's recording of its batch down the one-by-one way).
         """
         owners: dict[int, tuple[int, str, str]] = {}
         for i, obs in enumerate(observed):
@@ -206,17 +217,23 @@ class Aligner:
                 or obs.deleting
                 or obs.generate_name
                 or obs.migrated_from is not None
-                or not obs.macs
                 or not self.managed(obs.kind, obs.namespace)
             ):
                 continue
             owners[i] = (scope_id, obs.kind, obs.name)
         if not owners:
-            return set()
+            return set(), set()
         held = owners_holdings(session, owners.values())
         done: set[int] = set()
+        later: set[int] = set()
         pending: list[Holding] = []
         uids: dict[int, str] = {}
+        fresh = [i for i, owner in owners.items() if not held.get(owner) and observed[i].macs]
+        if wait and fresh:
+            reserved = reservation_held(
+                session, (m for i in fresh for m in observed[i].macs.values())
+            )
+            later = {i for i in fresh if all(m in reserved for m in observed[i].macs.values())}
         for i, owner in owners.items():
             obs = observed[i]
             mine = held.get(owner, [])
@@ -234,10 +251,10 @@ class Aligner:
                 uids.update((h.id, obs.uid) for h in mine if h.owner_uid is None)
             done.add(i)
         if not confirm_holdings(session, ACTOR, pending, uids=uids):
-            return set()
+            return set(), later
         for i in done:
             self._set_refused(observed[i], {})
-        return done
+        return done, later
 
     def _finish_migration(self, session: Session, obs: Observed) -> None:
         """A migrated VM that has run: the VM it was migrated from gives its MACs up for good."""

@@ -66,6 +66,12 @@ from plugins.kubernetes.sources import (
 log = logging.getLogger(__name__)
 
 KIND_OF = {VIRTUAL_MACHINES: OWNER_VM, PODS: OWNER_POD}
+#: How long an object carrying MACs its webhook answered from the reserve may wait for the
+#: answer's recording (recorded within 0.1 s; a webhook stops answering from the reserve when
+#: its records stall for 0.5 s), looked at again every RECHECK seconds; after that the MACs
+#: are taken over from the reservations (the webhook process died before recording them).
+UNRECORDED_WAIT = 1.0
+RECHECK = 0.15
 
 
 def _status_document(exc: ApiException) -> dict[str, Any]:
@@ -162,6 +168,8 @@ class Reconciler(Aligner):
             OWNER_POD: observe_pod,
         }
         self.watchers: dict[str, Watcher] = {}
+        #: Objects waiting for their webhook answer's recording: (kind, key) → first seen.
+        self.waiting: dict[tuple[str, tuple[str, str]], float] = {}
         self.synced = False
         #: Why the reconciler cannot work right now (namespace, RBAC, credentials), if it cannot.
         self.problem: str | None = None
@@ -250,6 +258,7 @@ class Reconciler(Aligner):
     def _stand_down(self) -> None:
         """Stop acting (lease lost or shutdown): a new term starts with a full sync."""
         self.stop_watches()
+        self.waiting.clear()  # the full sync of a new term looks at every object
         self.synced = False
 
     def start_watches(self) -> None:
@@ -278,10 +287,16 @@ class Reconciler(Aligner):
         self.queue = queue.Queue()
 
     def pump(self, *, timeout: float) -> int:
-        """Apply the events that arrive within ``timeout`` (one transaction); returns how many."""
+        """Apply the events that arrive within ``timeout`` (one transaction); returns how many.
+
+        Objects waiting for their webhook answer's recording are looked at again meanwhile.
+        """
+        if self.waiting:
+            timeout = min(timeout, RECHECK)
         try:
             batch = [self.queue.get(timeout=timeout)]
         except queue.Empty:
+            self._recheck()
             return 0
         while len(batch) < self.batch_size:
             try:
@@ -290,6 +305,7 @@ class Reconciler(Aligner):
                 break
         events = [m for m in batch if isinstance(m, WatchEvent)]
         self._in_chunks(events, self._apply_events)
+        self._recheck()
         for message in batch:
             if isinstance(message, Gone):
                 self.relist(message.resource)
@@ -416,12 +432,49 @@ class Reconciler(Aligner):
             for i, (event, obs) in enumerate(zip(events, observed, strict=True))
             if event.type != "DELETED" and seen[(obs.kind, obs.key)] == 1
         ]
-        done = {quick[j] for j in self._settle(session, [observed[i] for i in quick])}
+        settled, later = self._settle(session, [observed[i] for i in quick], wait=True)
+        done = {quick[j] for j in settled}
+        wait = {quick[j] for j in later}
+        now = time.monotonic()
         for i, (event, obs) in enumerate(zip(events, observed, strict=True)):
+            key = (obs.kind, obs.key)
+            if i in wait:
+                self.objects[obs.kind][obs.key] = obs
+                self.waiting.setdefault(key, now)
+                continue
+            self.waiting.pop(key, None)
             if i in done:
                 self.objects[obs.kind][obs.key] = obs
             else:
                 self._apply_event(session, event, obs)
+
+    def _recheck(self) -> None:
+        """Look again at the objects waiting for their answer's recording (one transaction):
+        confirmed if recorded meanwhile, aligned (taking the reservations over) once they
+        waited :data:`UNRECORDED_WAIT`."""
+        if not self.waiting:
+            return
+        now = time.monotonic()
+        keys = list(self.waiting)
+        waited = {key: now - self.waiting[key] >= UNRECORDED_WAIT for key in keys}
+        for key in keys:
+            if key[1] not in self.objects[key[0]]:
+                del self.waiting[key]  # deleted meanwhile
+        keys = list(self.waiting)
+        if not keys:
+            return
+
+        def apply(session: Session, batch: list[tuple[str, tuple[str, str]]]) -> None:
+            observed = [self.objects[kind][key] for kind, key in batch]
+            done, later = self._settle(session, observed, wait=True)
+            for i, key in enumerate(batch):
+                if i in done:
+                    del self.waiting[key]
+                elif i not in later or waited[key]:
+                    del self.waiting[key]
+                    self._align(session, observed[i])
+
+        self._in_chunks(keys, apply)
 
     def _apply_event(
         self, session: Session, event: WatchEvent, obs: Observed | None = None
@@ -441,6 +494,7 @@ class Reconciler(Aligner):
         if obs is None:
             obs = self.observe[kind](event.object)
         if event.type == "DELETED":
+            self.waiting.pop((kind, obs.key), None)
             self.objects[kind].pop(obs.key, None)
             self._release(session, obs)
         else:
