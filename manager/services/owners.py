@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from manager.core.actor import Actor, Owner
 from manager.core.errors import Conflict, InterfaceInUse, InvalidInput
 from manager.core.mac import MacAddress, format_mac_int
-from manager.db import Allocation, Scope
+from manager.db import Allocation, Database, Scope
 from manager.db.prepared import Prepared
 from manager.services.allocation_rows import (
     RESERVATION_KIND,
@@ -115,82 +115,116 @@ def subtree_holdings(
     return _holdings(session, target, Allocation.owner_kind.in_(list(owner_kinds)))
 
 
-#: Owners per ``IN`` list of :func:`owners_holdings` (below every backend's parameter limit).
+#: Owners (or MACs) per ``IN`` list of :func:`owners_holdings` and :func:`reservation_held`.
 _OWNER_CHUNK = 400
+#: Up to this many owners (or MACs), one prepared autocommit read each beats one ``IN`` query
+#: (built per call) in a transaction: a reconciler at a few VMs per second reads one or two.
+_FEW = 8
+
+_alloc_t: Table = Allocation.__table__  # type: ignore[assignment]
+_scope_t: Table = Scope.__table__  # type: ignore[assignment]
+_HOLDING_COLUMNS = (
+    _alloc_t.c.id,
+    _alloc_t.c.scope_id,
+    _scope_t.c.name,
+    _alloc_t.c.owner_kind,
+    _alloc_t.c.owner_name,
+    _alloc_t.c.owner_uid,
+    _alloc_t.c.interface,
+    _alloc_t.c.mac,
+    _alloc_t.c.state,
+    _alloc_t.c.transaction,
+)
+_OWNER_HOLDINGS = Prepared(
+    select(*_HOLDING_COLUMNS)
+    .join(_scope_t, _scope_t.c.id == _alloc_t.c.scope_id)
+    .where(
+        _alloc_t.c.scope_id == bindparam("scope_id"),
+        _alloc_t.c.owner_kind == bindparam("owner_kind"),
+        _alloc_t.c.owner_name == bindparam("owner_name"),
+    )
+    .order_by(_alloc_t.c.id)
+)
+_RESERVATION_OF = Prepared(
+    select(_alloc_t.c.mac).where(
+        _alloc_t.c.mac == bindparam("mac"), _alloc_t.c.owner_kind == RESERVATION_KIND
+    )
+)
+
+
+def _holding(row: Sequence[Any]) -> Holding:
+    return Holding(
+        id=row[0],
+        scope_id=row[1],
+        scope_name=row[2],
+        owner_kind=row[3],
+        owner_name=row[4],
+        owner_uid=row[5],
+        interface=row[6],
+        mac=row[7],
+        state=row[8],
+        transaction=row[9],
+    )
 
 
 def owners_holdings(
-    session: Session, owners: Iterable[tuple[int, str, str]]
+    database: Database, owners: Iterable[tuple[int, str, str]]
 ) -> dict[tuple[int, str, str], list[Holding]]:
-    """The allocations of many owners at once, as plain values, keyed by (scope id, owner
-    kind, owner name); owners holding nothing are left out. A few queries for a whole batch
-    of owners (a reconciler's batch of watch events), not one per owner."""
+    """The allocations of many owners, as plain values, keyed by (scope id, owner kind, owner
+    name); owners holding nothing are left out. Read outside the caller's transactions (one
+    prepared autocommit read per owner when they are few, else a few ``IN`` queries), so a
+    caller that finds nothing to change needs no write transaction: what it then writes must
+    check that what it read still holds (as :func:`confirm_holdings` does)."""
     wanted = set(owners)
     found: dict[tuple[int, str, str], list[Holding]] = {}
-    if not wanted:
+    if len(wanted) <= _FEW:
+        for scope_id, kind, name in wanted:
+            rows = database.autocommit_rows(
+                _OWNER_HOLDINGS, {"scope_id": scope_id, "owner_kind": kind, "owner_name": name}
+            )
+            if rows:
+                found[(scope_id, kind, name)] = [_holding(row) for row in rows]
         return found
-    alloc: Table = Allocation.__table__  # type: ignore[assignment]
-    scope: Table = Scope.__table__  # type: ignore[assignment]
     ordered = sorted(wanted)
-    conn = connection(session)
-    for start in range(0, len(ordered), _OWNER_CHUNK):
-        chunk = ordered[start : start + _OWNER_CHUNK]
-        rows = conn.execute(
-            select(
-                alloc.c.id,
-                alloc.c.scope_id,
-                scope.c.name,
-                alloc.c.owner_kind,
-                alloc.c.owner_name,
-                alloc.c.owner_uid,
-                alloc.c.interface,
-                alloc.c.mac,
-                alloc.c.state,
-                alloc.c.transaction,
-            )
-            .join(scope, scope.c.id == alloc.c.scope_id)
-            .where(
-                alloc.c.scope_id.in_(sorted({o[0] for o in chunk})),
-                alloc.c.owner_name.in_(sorted({o[2] for o in chunk})),
-            )
-            .order_by(alloc.c.id)
-        )
-        for row in rows:
-            key = (row[1], row[3], row[4])
-            if key in wanted:
-                found.setdefault(key, []).append(
-                    Holding(
-                        id=row[0],
-                        scope_id=row[1],
-                        scope_name=row[2],
-                        owner_kind=row[3],
-                        owner_name=row[4],
-                        owner_uid=row[5],
-                        interface=row[6],
-                        mac=row[7],
-                        state=row[8],
-                        transaction=row[9],
-                    )
+    with database.session() as session:
+        conn = session.connection()
+        for start in range(0, len(ordered), _OWNER_CHUNK):
+            chunk = ordered[start : start + _OWNER_CHUNK]
+            result = conn.execute(
+                select(*_HOLDING_COLUMNS)
+                .join(_scope_t, _scope_t.c.id == _alloc_t.c.scope_id)
+                .where(
+                    _alloc_t.c.scope_id.in_(sorted({o[0] for o in chunk})),
+                    _alloc_t.c.owner_name.in_(sorted({o[2] for o in chunk})),
                 )
+                .order_by(_alloc_t.c.id)
+            )
+            for row in result:
+                key = (row[1], row[3], row[4])
+                if key in wanted:
+                    found.setdefault(key, []).append(_holding(row))
     return found
 
 
-def reservation_held(session: Session, macs: Iterable[int]) -> set[int]:
+def reservation_held(database: Database, macs: Iterable[int]) -> set[int]:
     """Which of these MACs are held by a reservation (a webhook's MAC reserved ahead, maybe
-    answered to the API server and not recorded to its owner yet)."""
-    alloc: Table = Allocation.__table__  # type: ignore[assignment]
+    answered to the API server and not recorded to its owner yet); read as
+    :func:`owners_holdings` reads."""
     wanted = sorted(set(macs))
+    if len(wanted) <= _FEW:
+        return {mac for mac in wanted if database.autocommit_rows(_RESERVATION_OF, {"mac": mac})}
     found: set[int] = set()
-    conn = connection(session)
-    for start in range(0, len(wanted), _OWNER_CHUNK):
-        chunk = wanted[start : start + _OWNER_CHUNK]
-        found.update(
-            conn.execute(
-                select(alloc.c.mac).where(
-                    alloc.c.owner_kind == RESERVATION_KIND, alloc.c.mac.in_(chunk)
-                )
-            ).scalars()
-        )
+    with database.session() as session:
+        conn = session.connection()
+        for start in range(0, len(wanted), _OWNER_CHUNK):
+            chunk = wanted[start : start + _OWNER_CHUNK]
+            found.update(
+                conn.execute(
+                    select(_alloc_t.c.mac).where(
+                        _alloc_t.c.owner_kind == RESERVATION_KIND, _alloc_t.c.mac.in_(chunk)
+                    )
+                ).scalars()
+            )
     return found
 
 

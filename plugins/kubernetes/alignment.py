@@ -16,11 +16,13 @@ the cluster and feeds it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -111,14 +113,20 @@ class Aligner:
     def _in_chunks(self, items: list[Any], apply: Callable[[Session, list[Any]], None]) -> None:
         """Apply to ``batch_size`` items at a time, each batch in one write transaction."""
         for start in range(0, len(items), self.batch_size):
-            try:
-                with self.database.session(write=True) as session:
-                    apply(session, items[start : start + self.batch_size])
-                    if self._refused_dirty:
-                        self._save_in(session)
-            except Exception:
-                self._scope_ids.clear()  # ids of scopes created in the failed transaction
-                raise
+            self._in_transaction(
+                functools.partial(_on_batch, apply, items[start : start + self.batch_size])
+            )
+
+    def _in_transaction(self, apply: Callable[[Session], None]) -> None:
+        """One write transaction; the collisions recorded with it when they changed."""
+        try:
+            with self.database.session(write=True) as session:
+                apply(session)
+                if self._refused_dirty:
+                    self._save_in(session)
+        except Exception:
+            self._scope_ids.clear()  # ids of scopes created in the failed transaction
+            raise
 
     def _register(self, items: list[Observed]) -> None:
         """Align owners that hold nothing yet (most of an initial sync), set-wise per batch.
@@ -188,27 +196,25 @@ class Aligner:
             return
         self._set_refused(obs, result.refused)
 
-    def _settle(
-        self, session: Session, observed: list[Observed], *, wait: bool = False
-    ) -> tuple[set[int], set[int]]:
-        """Confirm set-wise the objects that only need confirming: (the indexes of those done,
-        those to look at again a little later).
+    def _settle_plan(self, observed: list[Observed], *, wait: bool = False) -> Settling:
+        """Which objects only need confirming, read outside any write transaction.
 
         The common watch event: a VM created through the webhook shows up with the pending
         allocations of its answer. When every allocation an object holds is its own MAC on an
         interface it has, allocated or pending with a stamp the object covers, and nothing
         else is to be done (no migration, no placeholder name, no new interface), aligning it
-        is only "confirm the pending ones, learn the uid" (or nothing at all: an object that
-        carries no MAC and holds none, a VM created without the webhook): done for the batch with
-        one read and one batched UPDATE, not an ORM alignment per object. The rest is left to
-        :meth:`_align`, as is everything when a holding changed meanwhile.
+        is only "confirm the pending ones, learn the uid" (:meth:`_settle_write`, set-wise for
+        the batch), or nothing at all (``quiet``: in step already, or an object that carries
+        no MAC and holds none, as a VM created without the webhook): no write transaction.
+        Everything else is left to :meth:`_align`.
 
         ``wait``: an object that holds nothing yet and carries only MACs held by reservations
         is most likely a VM the webhook just answered from its reserve, the answer about to be
-        recorded (within 0.1 s, docs/RESERVED_MACS.md): it is left for a little later, when
-        confirming it is all there is to do, instead of taking the reservation over now (which
-        would also send the webhook's recording of its batch down the one-by-one way).
+        recorded (within 0.1 s, docs/RESERVED_MACS.md): it goes to ``later``, to be looked at
+        again when confirming is all there is to do, instead of taking the reservation over now
+        (which would also send the webhook's recording of its batch down the one-by-one way).
         """
+        plan = Settling()
         owners: dict[int, tuple[int, str, str]] = {}
         for i, obs in enumerate(observed):
             scope_id = self._scope_ids.get(obs.namespace)
@@ -222,18 +228,13 @@ class Aligner:
                 continue
             owners[i] = (scope_id, obs.kind, obs.name)
         if not owners:
-            return set(), set()
-        held = owners_holdings(session, owners.values())
-        done: set[int] = set()
-        later: set[int] = set()
-        pending: list[Holding] = []
-        uids: dict[int, str] = {}
+            return plan
+        held = owners_holdings(self.database, owners.values())
         fresh = [i for i, owner in owners.items() if not held.get(owner) and observed[i].macs]
         if wait and fresh:
-            reserved = reservation_held(
-                session, (m for i in fresh for m in observed[i].macs.values())
-            )
-            later = {i for i in fresh if all(m in reserved for m in observed[i].macs.values())}
+            carried = [m for i in fresh for m in observed[i].macs.values()]
+            reserved = reservation_held(self.database, carried)
+            plan.later = {i for i in fresh if all(m in reserved for m in observed[i].macs.values())}
         for i, owner in owners.items():
             obs = observed[i]
             mine = held.get(owner, [])
@@ -246,15 +247,22 @@ class Aligner:
                 for h in mine
             ):
                 continue
-            pending.extend(h for h in mine if h.state == "pending")
-            if obs.uid:
-                uids.update((h.id, obs.uid) for h in mine if h.owner_uid is None)
-            done.add(i)
-        if not confirm_holdings(session, ACTOR, pending, uids=uids):
-            return set(), later
-        for i in done:
-            self._set_refused(observed[i], {})
-        return done, later
+            pending = [h for h in mine if h.state == "pending"]
+            uids = {h.id: obs.uid for h in mine if obs.uid and h.owner_uid is None}
+            if not pending and not uids:
+                plan.quiet.add(i)
+                continue
+            plan.pending.extend(pending)
+            plan.uids.update(uids)
+            plan.confirm.add(i)
+        return plan
+
+    def _settle_write(self, session: Session, plan: Settling) -> bool:
+        """Confirm what the plan found to confirm; False (nothing written) if any of it changed
+        since it was read: the caller then aligns those objects one by one."""
+        if not plan.pending and not plan.uids:
+            return True
+        return confirm_holdings(session, ACTOR, plan.pending, uids=plan.uids)
 
     def _finish_migration(self, session: Session, obs: Observed) -> None:
         """A migrated VM that has run: the VM it was migrated from gives its MACs up for good."""
@@ -354,6 +362,26 @@ class Aligner:
             synced=synced,
         )
         self._refused_dirty = False
+
+
+@dataclass(slots=True)
+class Settling:
+    """What :meth:`Aligner._settle_plan` found, by index of the objects it was given."""
+
+    #: In step: nothing to write.
+    quiet: set[int] = field(default_factory=set)
+    #: Only pending allocations to confirm (``pending``) and uids to learn (``uids``).
+    confirm: set[int] = field(default_factory=set)
+    #: Waiting for their webhook answer's recording.
+    later: set[int] = field(default_factory=set)
+    pending: list[Holding] = field(default_factory=list)
+    uids: dict[int, str] = field(default_factory=dict)
+
+
+def _on_batch(
+    apply: Callable[[Session, list[Any]], None], batch: list[Any], session: Session
+) -> None:
+    apply(session, batch)
 
 
 def _handover(obs: Observed) -> Handover | None:

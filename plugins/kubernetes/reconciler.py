@@ -304,7 +304,8 @@ class Reconciler(Aligner):
             except queue.Empty:
                 break
         events = [m for m in batch if isinstance(m, WatchEvent)]
-        self._in_chunks(events, self._apply_events)
+        if events:
+            self._apply_events(events)
         self._recheck()
         for message in batch:
             if isinstance(message, Gone):
@@ -414,16 +415,21 @@ class Reconciler(Aligner):
 
     # --- events and expiry -----------------------------------------------------------------
 
-    def _apply_events(self, session: Session, events: list[WatchEvent]) -> None:
-        """Apply a batch of events: the objects that only need confirming set-wise first
-        (:meth:`_settle`), then every other event in order.
+    def _apply_events(self, events: list[WatchEvent]) -> None:
+        """Apply a batch of events: those of objects already in step need no write at all,
+        those that only need confirming are confirmed set-wise (:meth:`_settle_plan`), then
+        every other event is applied in order, all in one write transaction.
 
         Set-wise only when no namespace changes in the batch and the object has no other event
         in it: confirming what an object already holds then commutes with the other events.
         """
         if any(event.resource == NAMESPACES for event in events):
-            for event in events:
-                self._apply_event(session, event)
+
+            def each(session: Session) -> None:
+                for event in events:
+                    self._apply_event(session, event)
+
+            self._in_transaction(each)
             return
         observed = [self.observe[KIND_OF[event.resource]](event.object) for event in events]
         seen = Counter((obs.kind, obs.key) for obs in observed)
@@ -432,49 +438,73 @@ class Reconciler(Aligner):
             for i, (event, obs) in enumerate(zip(events, observed, strict=True))
             if event.type != "DELETED" and seen[(obs.kind, obs.key)] == 1
         ]
-        settled, later = self._settle(session, [observed[i] for i in quick], wait=True)
-        done = {quick[j] for j in settled}
-        wait = {quick[j] for j in later}
+        plan = self._settle_plan([observed[i] for i in quick], wait=True)
+        quiet, confirm, wait = (
+            {quick[j] for j in part} for part in (plan.quiet, plan.confirm, plan.later)
+        )
         now = time.monotonic()
-        for i, (event, obs) in enumerate(zip(events, observed, strict=True)):
+        rest: list[int] = []
+        for i, obs in enumerate(observed):
             key = (obs.kind, obs.key)
             if i in wait:
                 self.objects[obs.kind][obs.key] = obs
                 self.waiting.setdefault(key, now)
                 continue
             self.waiting.pop(key, None)
-            if i in done:
+            if i in quiet:
                 self.objects[obs.kind][obs.key] = obs
+                self._set_refused(obs, {})
             else:
-                self._apply_event(session, event, obs)
+                rest.append(i)
+        if not rest and not self._refused_dirty:
+            return
+
+        def write(session: Session) -> None:
+            confirmed = self._settle_write(session, plan)
+            for i in rest:
+                obs = observed[i]
+                if confirmed and i in confirm:
+                    self.objects[obs.kind][obs.key] = obs
+                    self._set_refused(obs, {})
+                else:
+                    self._apply_event(session, events[i], obs)
+
+        self._in_transaction(write)
 
     def _recheck(self) -> None:
-        """Look again at the objects waiting for their answer's recording (one transaction):
-        confirmed if recorded meanwhile, aligned (taking the reservations over) once they
-        waited :data:`UNRECORDED_WAIT`."""
+        """Look again at the objects waiting for their answer's recording: confirmed if
+        recorded meanwhile, aligned (taking the reservations over) once they waited
+        :data:`UNRECORDED_WAIT`."""
+        for key in [k for k in self.waiting if k[1] not in self.objects[k[0]]]:
+            del self.waiting[key]  # deleted meanwhile
         if not self.waiting:
             return
         now = time.monotonic()
         keys = list(self.waiting)
-        waited = {key: now - self.waiting[key] >= UNRECORDED_WAIT for key in keys}
-        for key in keys:
-            if key[1] not in self.objects[key[0]]:
-                del self.waiting[key]  # deleted meanwhile
-        keys = list(self.waiting)
-        if not keys:
+        observed = [self.objects[kind][key] for kind, key in keys]
+        plan = self._settle_plan(observed, wait=True)
+        todo: list[int] = []
+        for i, key in enumerate(keys):
+            if i in plan.quiet:
+                del self.waiting[key]
+                self._set_refused(observed[i], {})
+            elif i in plan.later and now - self.waiting[key] < UNRECORDED_WAIT:
+                continue
+            else:
+                del self.waiting[key]
+                todo.append(i)
+        if not todo and not self._refused_dirty:
             return
 
-        def apply(session: Session, batch: list[tuple[str, tuple[str, str]]]) -> None:
-            observed = [self.objects[kind][key] for kind, key in batch]
-            done, later = self._settle(session, observed, wait=True)
-            for i, key in enumerate(batch):
-                if i in done:
-                    del self.waiting[key]
-                elif i not in later or waited[key]:
-                    del self.waiting[key]
+        def write(session: Session) -> None:
+            confirmed = self._settle_write(session, plan)
+            for i in todo:
+                if confirmed and i in plan.confirm:
+                    self._set_refused(observed[i], {})
+                else:
                     self._align(session, observed[i])
 
-        self._in_chunks(keys, apply)
+        self._in_transaction(write)
 
     def _apply_event(
         self, session: Session, event: WatchEvent, obs: Observed | None = None

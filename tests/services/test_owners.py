@@ -5,17 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InterfaceInUse
 from manager.core.mac import format_mac_int, parse_mac
+from manager.db import Allocation, AuditEvent, Database
 from manager.services import (
     allocate_mac,
+    bootstrap,
+    confirm_allocation,
+    confirm_holdings,
     ensure_path,
     ensure_scope,
     find_allocations,
     get_default_pool,
+    owners_holdings,
     update_pool,
 )
 from manager.services.owners import (
@@ -26,6 +32,7 @@ from manager.services.owners import (
     shared_macs,
     subtree_holdings,
 )
+from tests.conftest import DEFAULT_RANGE
 
 A = "02:00:00:00:00:0a"
 B = "02:00:00:00:00:0b"
@@ -173,81 +180,73 @@ def test_shared_macs_lists_every_holder_of_a_duplicate(session: Session, actor: 
     assert sorted(h["owner_name"] for h in shared[parse_mac(A).value]) == ["o", "v"]
 
 
+def _pending_vms(database: Database, actor: Actor, names: list[str]) -> int:
+    """Committed: a namespace scope and one pending allocation per name (MACs A, A+1, …)."""
+    with database.session(write=True) as session:
+        bootstrap(session, default_range=DEFAULT_RANGE)
+        scope = _ns(session, actor)
+        for i, name in enumerate(names):
+            allocate_mac(
+                session,
+                actor,
+                scope=scope,
+                owner=Owner("vm", name),
+                interface="nic",
+                mac=format_mac_int(parse_mac(A).value + i),
+                ttl_seconds=60,
+                transaction="1",
+            )
+    return scope
+
+
+@pytest.mark.parametrize("count", [2, 30])  # few owners: prepared reads; many: IN queries
 def test_confirm_holdings_confirms_set_wise_as_confirm_allocation_does(
-    session: Session, actor: Actor
+    database: Database, actor: Actor, count: int
 ) -> None:
-    from sqlalchemy import select
-
-    from manager.db import Allocation, AuditEvent
-    from manager.services import confirm_holdings, owners_holdings
-
-    scope = _ns(session, actor)
-    for name, mac in (("web", A), ("db", B)):
-        allocate_mac(
-            session,
-            actor,
-            scope=scope,
-            owner=Owner("vm", name),
-            interface="nic",
-            mac=mac,
-            ttl_seconds=60,
-            transaction="1",
-        )
-    allocate_mac(session, actor, scope=scope, owner=Owner("vm", "kept"), interface="nic", mac=C)
-    held = owners_holdings(session, [(scope, "vm", "web"), (scope, "vm", "db"), (scope, "vm", "x")])
-    assert set(held) == {(scope, "vm", "web"), (scope, "vm", "db")}
+    names = [f"vm{i}" for i in range(count)]
+    scope = _pending_vms(database, actor, names)
+    owners = [(scope, "vm", name) for name in names]
+    held = owners_holdings(database, [*owners, (scope, "vm", "nobody"), (scope, "pod", "vm0")])
+    assert set(held) == set(owners)
     pending = [h for hs in held.values() for h in hs]
-    assert {h.state for h in pending} == {"pending"}
-    web = held[(scope, "vm", "web")][0]
+    assert {(h.state, h.scope_name, h.interface) for h in pending} == {("pending", "ns", "nic")}
+    first = held[owners[0]][0]
 
-    assert confirm_holdings(session, actor, pending, uids={web.id: "uid-web"})
+    with database.session(write=True) as session:
+        assert confirm_holdings(session, actor, pending, uids={first.id: "uid-0"})
 
-    session.expire_all()
-    rows = {a.owner_name: a for a in session.scalars(select(Allocation))}
-    assert {n: (a.state, a.expires_at, a.owner_uid) for n, a in rows.items()} == {
-        "web": ("allocated", None, "uid-web"),
-        "db": ("allocated", None, None),
-        "kept": ("allocated", None, None),
-    }
-    events = session.scalars(
-        select(AuditEvent).where(AuditEvent.action == "allocation.confirm")
-    ).all()
-    assert sorted((e.target, e.details["allocation_id"]) for e in events) == sorted(
-        (format_mac_int(h.mac), h.id) for h in pending
-    )
+    with database.session() as session:
+        rows = {a.owner_name: a for a in session.scalars(select(Allocation))}
+        assert {n: (a.state, a.expires_at, a.owner_uid) for n, a in rows.items()} == {
+            name: ("allocated", None, "uid-0" if name == "vm0" else None) for name in names
+        }
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "allocation.confirm")
+        ).all()
+        assert sorted((e.target, e.details["allocation_id"]) for e in events) == sorted(
+            (format_mac_int(h.mac), h.id) for h in pending
+        )
 
 
 def test_confirm_holdings_writes_nothing_when_a_holding_changed(
-    session: Session, actor: Actor
+    database: Database, actor: Actor
 ) -> None:
-    from manager.services import confirm_allocation, confirm_holdings, owners_holdings
-
-    scope = _ns(session, actor)
-    for name, mac in (("web", A), ("db", B)):
-        allocate_mac(
-            session,
-            actor,
-            scope=scope,
-            owner=Owner("vm", name),
-            interface="nic",
-            mac=mac,
-            ttl_seconds=60,
-            transaction="1",
-        )
-    held = owners_holdings(session, [(scope, "vm", "web"), (scope, "vm", "db")])
+    scope = _pending_vms(database, actor, ["web", "db"])
+    held = owners_holdings(database, [(scope, "vm", "web"), (scope, "vm", "db")])
     pending = [h for hs in held.values() for h in hs]
-    confirm_allocation(session, actor, held[(scope, "vm", "db")][0].id)  # changed meanwhile
-    session.flush()
+    with database.session(write=True) as session:  # changed meanwhile
+        confirm_allocation(session, actor, held[(scope, "vm", "db")][0].id)
 
-    assert not confirm_holdings(session, actor, pending, uids={pending[0].id: "u"})
+    with database.session(write=True) as session:
+        assert not confirm_holdings(session, actor, pending, uids={pending[0].id: "u"})
 
-    session.expire_all()
-    assert _held(session, scope) == {
-        ("web", "nic"): (A, "pending"),
-        ("db", "nic"): (B, "allocated"),
+    after = owners_holdings(database, [(scope, "vm", "web"), (scope, "vm", "db")])
+    assert {k[2]: [(h.state, h.owner_uid) for h in v] for k, v in after.items()} == {
+        "web": [("pending", None)],
+        "db": [("allocated", None)],
     }
-    assert all(
-        h.owner_uid is None
-        for hs in owners_holdings(session, [(scope, "vm", "web")]).values()
-        for h in hs
-    )
+    with database.session() as session:
+        confirms = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "allocation.confirm")
+        ).all()
+    assert len(confirms) == 1  # confirm_allocation's own
