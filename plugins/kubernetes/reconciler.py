@@ -170,6 +170,7 @@ class Reconciler(Aligner):
         self.watchers: dict[str, Watcher] = {}
         #: Objects waiting for their webhook answer's recording: (kind, key) → first seen.
         self.waiting: dict[tuple[str, tuple[str, str]], float] = {}
+        self._recheck_at = 0.0
         self.synced = False
         #: Why the reconciler cannot work right now (namespace, RBAC, credentials), if it cannot.
         self.problem: str | None = None
@@ -292,7 +293,7 @@ class Reconciler(Aligner):
         Objects waiting for their webhook answer's recording are looked at again meanwhile.
         """
         if self.waiting:
-            timeout = min(timeout, RECHECK)
+            timeout = max(0.0, min(timeout, self._recheck_at - time.monotonic()))
         try:
             batch = [self.queue.get(timeout=timeout)]
         except queue.Empty:
@@ -448,6 +449,8 @@ class Reconciler(Aligner):
             key = (obs.kind, obs.key)
             if i in wait:
                 self.objects[obs.kind][obs.key] = obs
+                if not self.waiting:
+                    self._recheck_at = now + RECHECK
                 self.waiting.setdefault(key, now)
                 continue
             self.waiting.pop(key, None)
@@ -477,9 +480,10 @@ class Reconciler(Aligner):
         :data:`UNRECORDED_WAIT`."""
         for key in [k for k in self.waiting if k[1] not in self.objects[k[0]]]:
             del self.waiting[key]  # deleted meanwhile
-        if not self.waiting:
-            return
         now = time.monotonic()
+        if not self.waiting or now < self._recheck_at:
+            return  # all of them at once, every RECHECK seconds: not at every event
+        self._recheck_at = now + RECHECK
         keys = list(self.waiting)
         observed = [self.objects[kind][key] for kind, key in keys]
         plan = self._settle_plan(observed, wait=True)
