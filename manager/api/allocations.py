@@ -44,7 +44,7 @@ def _scope(data: dict[str, Any]) -> int | str:
 @blp.route("")
 class Allocations(MethodView):
     @requires(blp, "viewer")
-    @blp.arguments(AllocationQueryArgsSchema, location="query")
+    @blp.arguments(AllocationQueryArgsSchema(), location="query")
     @blp.response(200, AllocationSchema(many=True))
     @blp.paginate(**PAGINATE)
     def get(self, args: dict[str, Any], pagination_parameters: Any) -> list[dict[str, Any]]:
@@ -56,7 +56,7 @@ class Allocations(MethodView):
             return [allocation_data(a) for a in page.items]
 
     @requires(blp, "operator")
-    @blp.arguments(AllocationRequestSchema)
+    @blp.arguments(AllocationRequestSchema())
     @blp.response(201, AllocationSchema, description="A MAC was allocated")
     @blp.alt_response(
         200,

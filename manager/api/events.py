@@ -35,7 +35,7 @@ def event_data(event: AuditEvent) -> dict[str, Any]:
 @blp.route("")
 class Events(MethodView):
     @requires(blp, "viewer")
-    @blp.arguments(EventQueryArgsSchema, location="query")
+    @blp.arguments(EventQueryArgsSchema(), location="query")
     @blp.response(200, EventSchema(many=True))
     @blp.paginate(**PAGINATE)
     def get(self, args: dict[str, Any], pagination_parameters: Any) -> list[dict[str, Any]]:

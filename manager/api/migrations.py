@@ -31,7 +31,7 @@ blp = ApiBlueprint(
 @blp.route("/check")
 class MigrationCheck(MethodView):
     @requires(blp, "viewer")
-    @blp.arguments(MigrationCheckRequestSchema)
+    @blp.arguments(MigrationCheckRequestSchema())
     @blp.response(200, MigrationCheckSchema)
     @blp.alt_response(422, schema=ErrorSchema, description="A malformed MAC, VM or scope")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +44,7 @@ class MigrationCheck(MethodView):
 @blp.route("/complete")
 class HandoverComplete(MethodView):
     @requires(blp, "operator")
-    @blp.arguments(HandoverCompleteRequestSchema)
+    @blp.arguments(HandoverCompleteRequestSchema())
     @blp.response(200, AllocationSchema(many=True))
     @blp.alt_response(404, schema=ErrorSchema, description="The scope does not exist")
     @blp.alt_response(422, schema=ErrorSchema, description="Not exactly one selector")

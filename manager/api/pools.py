@@ -43,7 +43,7 @@ class Pools(MethodView):
             return [pool_data(session, pool) for pool in pools]
 
     @requires(blp, "admin")
-    @blp.arguments(PoolCreateSchema)
+    @blp.arguments(PoolCreateSchema())
     @blp.response(201, PoolSchema)
     @blp.alt_response(409, schema=ErrorSchema, description="name_in_use or range_overlap")
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +64,7 @@ class PoolsById(MethodView):
             return pool_data(session, get_pool(session, pool_id))
 
     @requires(blp, "admin")
-    @blp.arguments(PoolUpdateSchema)
+    @blp.arguments(PoolUpdateSchema())
     @blp.response(200, PoolSchema)
     @blp.alt_response(404, schema=ErrorSchema)
     @blp.alt_response(
@@ -89,7 +89,7 @@ class PoolsById(MethodView):
 @blp.route("/<id:pool_id>/ranges")
 class PoolRanges(MethodView):
     @requires(blp, "admin")
-    @blp.arguments(RangeSchema)
+    @blp.arguments(RangeSchema())
     @blp.response(201, RangeSchema)
     @blp.alt_response(404, schema=ErrorSchema)
     @blp.alt_response(409, schema=ErrorSchema, description="range_overlap")

@@ -35,7 +35,7 @@ def _parent(data: dict[str, Any], *, default: str | None) -> int | str | None:
 @blp.route("")
 class Scopes(MethodView):
     @requires(blp, "viewer")
-    @blp.arguments(ScopeQueryArgsSchema, location="query")
+    @blp.arguments(ScopeQueryArgsSchema(), location="query")
     @blp.response(200, ScopeSchema(many=True))
     @blp.paginate(**PAGINATE)
     def get(self, args: dict[str, Any], pagination_parameters: Any) -> list[dict[str, Any]]:
@@ -52,7 +52,7 @@ class Scopes(MethodView):
             return [scope_data(session, s) for s in page_of(scopes, pagination_parameters)]
 
     @requires(blp, "admin")
-    @blp.arguments(ScopeCreateSchema)
+    @blp.arguments(ScopeCreateSchema())
     @blp.response(201, ScopeSchema)
     @blp.alt_response(404, schema=ErrorSchema, description="The parent or the pool")
     @blp.alt_response(409, schema=ErrorSchema, description="name_in_use")
@@ -75,7 +75,7 @@ class ScopesById(MethodView):
             return scope_data(session, get_scope(session, scope_id))
 
     @requires(blp, "admin")
-    @blp.arguments(ScopeUpdateSchema)
+    @blp.arguments(ScopeUpdateSchema())
     @blp.response(200, ScopeSchema)
     @blp.alt_response(404, schema=ErrorSchema)
     @blp.alt_response(409, schema=ErrorSchema, description="name_in_use")
