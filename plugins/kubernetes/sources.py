@@ -83,6 +83,36 @@ def list_all(
             return items, str(metadata.get("resourceVersion") or "")
 
 
+class _ObjectWatch(watch.Watch):
+    """The client's Watch for ``return_type="object"``, each event's JSON parsed once.
+
+    The client makes the event's ``object`` by dumping the parsed object back to JSON and
+    deserializing that as ``object``, which is parsing it again into an equal dict; here
+    ``object`` is the parsed dict itself (the same one as ``raw_object``, which is what the
+    reconciler reads). The resourceVersion is tracked as the client tracks it.
+    """
+
+    def unmarshal_event(self, data: str, return_type: str | None) -> dict[str, Any] | None:
+        if return_type != "object":
+            parsed: dict[str, Any] | None = super().unmarshal_event(  # type: ignore[no-untyped-call]
+                data, return_type
+            )
+            return parsed
+        if not data or data.isspace():
+            return None
+        try:
+            event = json.loads(data)
+        except json.JSONDecodeError:
+            return None
+        obj = event["object"]
+        event["raw_object"] = obj
+        if event["type"] != "ERROR" and isinstance(obj, dict):
+            metadata = obj.get("metadata")
+            if isinstance(metadata, dict) and "resourceVersion" in metadata:
+                self.resource_version = metadata["resourceVersion"]
+        return dict(event)
+
+
 class Watcher(threading.Thread):
     """Streams one resource's events into ``sink`` until stopped or the history is gone."""
 
@@ -104,7 +134,7 @@ class Watcher(threading.Thread):
         self.timeout_seconds = timeout_seconds
         self.retry_seconds = retry_seconds
         self._stopped = threading.Event()
-        self._watch = watch.Watch(return_type="object")  # type: ignore[no-untyped-call]
+        self._watch = _ObjectWatch(return_type="object")  # type: ignore[no-untyped-call]
 
     def stop(self) -> None:
         """Ask the thread to end; an open stream is cut at once."""
