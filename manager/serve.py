@@ -34,7 +34,7 @@ PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
 def prepare(settings: Settings, *, echo: Callable[[str], None] = print) -> Database:
     """Create the data directory, migrate, create the default pool and the admin account."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.effective_database_url)
+    database = Database.from_settings(settings)
     upgrade(database)
     with database.session(write=True) as session:
         result = bootstrap(session, default_range=settings.default_range or None)
@@ -72,7 +72,7 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
 def _sweeper(settings: Settings, stop: threading.Event) -> None:
     """Release expired pending allocations and prune allocator history, periodically."""
-    database = Database(settings.effective_database_url)
+    database = Database.from_settings(settings)
     while not stop.wait(settings.expire_interval):
         try:
             with database.session(write=True) as session:

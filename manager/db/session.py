@@ -43,6 +43,7 @@ from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
+from manager.config import Settings
 from manager.core.errors import DatabaseUnavailable
 from manager.db.outages import (
     ConnectBreaker,
@@ -71,6 +72,8 @@ POOL_TIMEOUT = 3.0
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 #: Seconds between two background checkpoints of a database this process writes to.
 CHECKPOINT_INTERVAL = 0.2
+#: Free MACs left in a pool at which a warning event is recorded (``MACPOOL_LOW_THRESHOLD``).
+DEFAULT_LOW_THRESHOLD = Settings.low_threshold
 #: Rounds without new WAL frames after which the checkpoint thread ends (the next write
 #: starts it again): an idle process keeps no thread polling a file it no longer writes.
 CHECKPOINT_IDLE_ROUNDS = 50
@@ -241,11 +244,34 @@ def _forget_queues_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_queues_after_fork)
 
 
+class UnitOfWork(Session):
+    """A session of one :class:`Database`, carrying the database's allocation policy.
+
+    Every channel's session comes from ``Database.session`` or ``Database.new_session``, so a
+    setting given to the database once reaches every service call, whoever opened the session.
+    """
+
+    def __init__(
+        self, *args: Any, low_threshold: int = DEFAULT_LOW_THRESHOLD, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        #: Free MACs left in a pool at which the services record a warning event.
+        self.low_threshold = low_threshold
+
+
 class Database:
     """One database: an engine plus read and write session factories."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        low_threshold: int = DEFAULT_LOW_THRESHOLD,
+    ) -> None:
         self.url = make_url(url)
+        self.low_threshold = low_threshold
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {
@@ -273,10 +299,25 @@ class Database:
             )
         _translate_outages(self.engine)
         write_engine = self.engine.execution_options(macpool_write=True)
-        self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._read = sessionmaker(
+            bind=self.engine,
+            class_=UnitOfWork,
+            expire_on_commit=False,
+            low_threshold=low_threshold,
+        )
         #: Per-thread connections of ``autocommit_rows`` (SQLite).
         self._local = threading.local()
-        self._write = sessionmaker(bind=write_engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            bind=write_engine,
+            class_=UnitOfWork,
+            expire_on_commit=False,
+            low_threshold=low_threshold,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Database:
+        """The database the settings name, with the settings' allocation policy."""
+        return cls(settings.effective_database_url, low_threshold=settings.low_threshold, **kwargs)
 
     @property
     def is_sqlite(self) -> bool:
@@ -297,7 +338,7 @@ class Database:
         _translate_outages(engine)
         return engine
 
-    def new_session(self, *, write: bool = False) -> Session:
+    def new_session(self, *, write: bool = False) -> UnitOfWork:
         """A session the caller owns (and must commit or roll back, then close)."""
         return (self._write if write else self._read)()
 
@@ -314,7 +355,7 @@ class Database:
         return queue.turn()
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
+    def session(self, *, write: bool = False) -> Iterator[UnitOfWork]:
         """A unit of work: committed when the block succeeds, rolled back when it raises."""
         with self.writer_turn() if write else nullcontext():
             session = self.new_session(write=write)
@@ -352,4 +393,4 @@ class Database:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
 
-__all__ = ["Database"]
+__all__ = ["DEFAULT_LOW_THRESHOLD", "Database", "UnitOfWork"]

@@ -100,7 +100,6 @@ class GroupCommit:
         *,
         cluster_scope: str,
         wait_time: int,
-        low_threshold: int = 10,
         max_batch: int = MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
         before_batch: Callable[[], None] | None = None,
@@ -108,7 +107,6 @@ class GroupCommit:
         self.database = database
         self.cluster_scope = cluster_scope
         self.wait_time = wait_time
-        self.low_threshold = low_threshold
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[_Job] = []
@@ -275,9 +273,7 @@ class GroupCommit:
         session.rollback()
 
     def _session(self) -> Session:
-        session = self.database.new_session(write=True)
-        session.info["low_threshold"] = self.low_threshold
-        return session
+        return self.database.new_session(write=True)
 
 
 __all__ = ["MAX_BATCH", "GroupCommit", "NeedsDatabase"]

@@ -83,7 +83,6 @@ class WebhookApp:
         *,
         cluster_scope: str,
         wait_time: int,
-        low_threshold: int = 10,
         metrics: AdmissionMetrics | None = None,
         migration_labels: MigrationLabels = FORKLIFT_LABELS,
         reserve_ahead: bool = False,
@@ -104,7 +103,6 @@ class WebhookApp:
             database,
             cluster_scope=cluster_scope,
             wait_time=wait_time,
-            low_threshold=low_threshold,
             on_batch=self.metrics.observe_batch,
             before_batch=(
                 None
@@ -295,10 +293,9 @@ def webhook_options(
 def create_webhook_app(settings: Settings) -> WebhookApp:
     """The WSGI app for one worker process."""
     return WebhookApp(
-        Database(settings.effective_database_url),
+        Database.from_settings(settings),
         cluster_scope=settings.k8s_cluster_scope,
         wait_time=settings.k8s_wait_time,
-        low_threshold=settings.low_threshold,
         migration_labels=MigrationLabels.parse(settings.k8s_migration_labels),
         reserve_ahead=settings.k8s_reserve_ahead,
     )
