@@ -122,13 +122,3 @@ def test_a_boolean_is_not_a_number(tmp_path: Path) -> None:
     config.write_text("workers = true\n")
     with pytest.raises(ConfigError, match="workers=true is not a int value"):
         load_settings(environ={"MACPOOL_CONFIG": str(config)})
-
-
-def test_kubernetes_opt_modes_are_validated_and_normalized() -> None:
-    settings = load_settings(
-        environ={"MACPOOL_K8S_VM_MODE": " Opt-In ", "MACPOOL_K8S_POD_MODE": "opt-out"}
-    )
-    assert (settings.k8s_vm_mode, settings.k8s_pod_mode) == ("opt-in", "opt-out")
-    assert (Settings().k8s_vm_mode, Settings().k8s_pod_mode) == ("opt-out", "opt-in")
-    with pytest.raises(ConfigError, match="MACPOOL_K8S_POD_MODE='sometimes' is not an opt mode"):
-        load_settings(environ={"MACPOOL_K8S_POD_MODE": "sometimes"})

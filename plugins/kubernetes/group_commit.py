@@ -34,10 +34,7 @@ from typing import Final
 
 from sqlalchemy.orm import Session
 
-from manager.db import Database
-from manager.db.models import Scope
-from manager.services.bulk_allocations import AllocationPlan
-from manager.services.index_cache import undo_advances
+from manager.services import AllocationPlan, Database, Scope, undo_advances
 from plugins.kubernetes.broker import MacBroker
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
 from plugins.kubernetes.service_broker import WEBHOOK_ACTOR, Reviewer, ServiceBroker

@@ -13,7 +13,7 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 
 from manager.config import Settings
-from manager.db import Database
+from manager.services import Database
 
 
 def load_api_client() -> ApiClient:

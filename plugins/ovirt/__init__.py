@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from manager.config import Settings
-    from manager.services.migration_check import SourceVm
+    from manager.services import SourceVm
 
 
 class OvirtPlugin:

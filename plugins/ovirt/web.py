@@ -22,10 +22,16 @@ from flask_smorest import Blueprint, abort
 from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
 
-from manager.api.auth import authorize, current_actor, current_principal, requires
-from manager.api.schemas import ErrorSchema, MigrationCheckSchema
+from manager.api_support import (
+    ErrorSchema,
+    MigrationCheckSchema,
+    authorize,
+    current_actor,
+    current_principal,
+    requires,
+)
 from manager.presenters import migration_check_data
-from manager.services.migration_check import check_migration
+from manager.services import check_migration
 from manager.web import unit_of_work
 from plugins.ovirt.importer import ImportOptions, run_import
 from plugins.ovirt.reader import read_upload

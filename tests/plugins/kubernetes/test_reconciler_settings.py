@@ -15,6 +15,7 @@ from manager.db import Database
 from manager.services import create_pool, create_scope, list_events
 from plugins.kubernetes import reconciler_process
 from plugins.kubernetes.clusterstate import is_synced
+from plugins.kubernetes.settings import KubernetesSettings
 from tests.plugins.kubernetes.reconciler_harness import (  # noqa: F401 - fixtures
     api_client,
     db,
@@ -40,7 +41,7 @@ def _run_until_synced(settings: Settings, db: Database, api_client: ApiClient) -
         deadline = time.monotonic() + 20
         while True:
             with db.session() as session:
-                if is_synced(session, settings.k8s_cluster_scope):
+                if is_synced(session, KubernetesSettings.of(settings).k8s_cluster_scope):
                     break
             assert time.monotonic() < deadline, "the reconciler did not sync in time"
             time.sleep(0.05)
@@ -65,9 +66,7 @@ def test_reconciler_allocations_honour_the_low_threshold(
     standin.state.put(NAMESPACES, namespace("apps"))
     standin.state.put(VMS, vm("apps", "a", {"default": "0a:00:00:00:40:01"}))
     standin.state.put(VMS, vm("apps", "b", {"default": "0a:00:00:00:40:02"}))
-    settings = Settings(
-        database_url=db_url, low_threshold=threshold, expire_interval=3600, k8s_wait_time=300
-    )
+    settings = Settings(database_url=db_url, low_threshold=threshold, expire_interval=3600)
 
     _run_until_synced(settings, db, api_client)
 
