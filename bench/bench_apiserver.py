@@ -35,14 +35,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result, percentile, result
+from bench.common import Result, cpu_seconds, percentile, result
 from manager.config import Settings
 from plugins.kubernetes.settings import KubernetesSettings
 
 VMS = int(os.environ.get("BENCH_APISERVER_VMS", "400"))
 CONCURRENCY = (1, 8)
 WARMUP = 30
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _vm(namespace: str, name: str) -> bytes:
@@ -50,18 +49,6 @@ def _vm(namespace: str, name: str) -> bytes:
     from tests.kube.objects import MASQUERADE, vm
 
     return json.dumps(vm(name, namespace, interfaces=[MASQUERADE])).encode()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (processes that are gone count nothing)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLOCK_TICKS
 
 
 # --- the no-op webhook ---------------------------------------------------------------------------

@@ -355,9 +355,11 @@ class Database:
         return queue.turn()
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[UnitOfWork]:
-        """A unit of work: committed when the block succeeds, rolled back when it raises."""
-        with self.writer_turn() if write else nullcontext():
+    def session(self, *, write: bool = False, take_turn: bool = True) -> Iterator[UnitOfWork]:
+        """A unit of work: committed when the block succeeds, rolled back when it raises.
+
+        ``take_turn=False``: the caller holds this file's writer turn already."""
+        with self.writer_turn() if write and take_turn else nullcontext():
             session = self.new_session(write=write)
             try:
                 yield session

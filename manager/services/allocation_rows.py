@@ -539,6 +539,46 @@ def audit_row(
     }
 
 
+def creation_event(
+    actor: Actor,
+    *,
+    mac: str,
+    allocation_id: int | None,
+    scope: str,
+    owner_kind: str,
+    owner_name: str,
+    interface: str,
+    pool: str,
+    state: str,
+    requested: bool,
+    in_range: bool,
+    now: datetime,
+    **more: Any,
+) -> dict[str, Any]:
+    """The ``allocation.create`` event of an owner's new allocation (``more``: how it came:
+    ``reserved`` for a reserve's answer, ``reserved_by`` for an adopted reservation)."""
+    return audit_row(
+        actor,
+        action="allocation.create",
+        target_type="mac",
+        target_id=mac,
+        target=mac,
+        details={
+            "allocation_id": allocation_id,
+            "scope": scope,
+            "owner_kind": owner_kind,
+            "owner_name": owner_name,
+            "interface": interface,
+            "pool": pool,
+            "state": state,
+            "requested": requested,
+            "in_range": in_range,
+            **more,
+        },
+        now=now,
+    )
+
+
 def insert_audit(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
     if rows:
         _INSERT_AUDIT.run_many(conn, rows)

@@ -41,6 +41,7 @@ from manager.services.allocation_rows import (
     availability_warning,
     check_request,
     connection,
+    creation_event,
     describe_holder,
     holder_sentence,
     holders_of,
@@ -462,25 +463,20 @@ class _Batch:
             values = adoption_values(
                 checked, scope_id=scope.id, pool_id=effective.id, in_range=in_range, now=self.now
             )
-            event = audit_row(
+            event = creation_event(
                 self.actor,
-                action="allocation.create",
-                target_type="mac",
-                target_id=mac,
-                target=mac,
-                details={
-                    "allocation_id": holder.id,
-                    "scope": scope.path,
-                    "owner_kind": checked.owner_kind,
-                    "owner_name": checked.owner_name,
-                    "interface": checked.interface,
-                    "pool": effective.name,
-                    "state": checked.state,
-                    "requested": True,
-                    "in_range": in_range,
-                    "reserved_by": holder.row["owner_name"],
-                },
+                mac=mac,
+                allocation_id=holder.id,
+                scope=scope.path,
+                owner_kind=checked.owner_kind,
+                owner_name=checked.owner_name,
+                interface=checked.interface,
+                pool=effective.name,
+                state=checked.state,
+                requested=True,
+                in_range=in_range,
                 now=self.now,
+                reserved_by=holder.row["owner_name"],
             )
         else:
             source_uid = None if checked.handover is None else checked.handover.source_uid
@@ -558,24 +554,18 @@ class _Batch:
         self, row: dict[str, Any], scope: Scope, pool: Pool, checked: CheckedRequest
     ) -> dict[str, Any]:
         mac = format_mac_int(row["mac"])
-        details = {
-            "allocation_id": None,  # known once inserted
-            "scope": scope.path,
-            "owner_kind": checked.owner_kind,
-            "owner_name": checked.owner_name,
-            "interface": checked.interface,
-            "pool": pool.name,
-            "state": checked.state,
-            "requested": checked.requested is not None,
-            "in_range": row["in_range"],
-        }
-        event = audit_row(
+        event = creation_event(
             self.actor,
-            action="allocation.create",
-            target_type="mac",
-            target_id=mac,
-            target=mac,
-            details=details,
+            mac=mac,
+            allocation_id=None,  # known once inserted
+            scope=scope.path,
+            owner_kind=checked.owner_kind,
+            owner_name=checked.owner_name,
+            interface=checked.interface,
+            pool=pool.name,
+            state=checked.state,
+            requested=checked.requested is not None,
+            in_range=row["in_range"],
             now=self.now,
         )
         row["_event"] = event

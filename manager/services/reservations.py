@@ -37,9 +37,9 @@ from manager.services.allocation_rows import (
     RESERVATION_KIND,
     AllocationRequest,
     advance_pool,
-    audit_row,
     connection,
     containing_pool_ids,
+    creation_event,
     insert_audit,
     insert_changes,
     write_pool,
@@ -286,26 +286,20 @@ def _record_one(session: Session, actor: Actor, answer: Answer) -> None:
 
 
 def _event(actor: Actor, answer: Answer, now: datetime) -> dict[str, Any]:
-    mac = format_mac_int(answer.mac)
-    return audit_row(
+    return creation_event(
         actor,
-        action="allocation.create",
-        target_type="mac",
-        target_id=mac,
-        target=mac,
-        details={
-            "allocation_id": answer.reservation_id,
-            "scope": answer.scope_path,
-            "owner_kind": answer.owner_kind,
-            "owner_name": answer.owner_name,
-            "interface": answer.interface,
-            "pool": answer.pool_name,
-            "state": "pending",
-            "requested": False,
-            "in_range": True,
-            "reserved": True,
-        },
+        mac=format_mac_int(answer.mac),
+        allocation_id=answer.reservation_id,
+        scope=answer.scope_path,
+        owner_kind=answer.owner_kind,
+        owner_name=answer.owner_name,
+        interface=answer.interface,
+        pool=answer.pool_name,
+        state="pending",
+        requested=False,
+        in_range=True,
         now=now,
+        reserved=True,
     )
 
 

@@ -100,6 +100,7 @@ class GroupCommit:
         max_batch: int = MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
         before_batch: Callable[[], None] | None = None,
+        on_path: Callable[[str], None] | None = None,
     ) -> None:
         self.database = database
         self.cluster_scope = cluster_scope
@@ -113,6 +114,9 @@ class GroupCommit:
         #: Runs in the writer turn before every batch (writes the answers given from MACs
         #: reserved ahead, so the batch sees them).
         self._before_batch = before_batch
+        #: Hears how each review was answered: "reserved" (from MACs reserved ahead),
+        #: "no_database" or "transaction" (the webhook's metrics).
+        self._on_path = on_path or (lambda path: None)
 
     def review(
         self,
@@ -131,14 +135,21 @@ class GroupCommit:
         """
         if fast is not None and not request.dry_run:
             try:
-                return reviewer(request, broker=fast())
+                result = reviewer(request, broker=fast())
             except NeedsDatabase:
                 pass
+            else:
+                self._on_path("reserved")
+                return result
         if first_without_database:
             try:
-                return reviewer(request, broker=self._broker(_no_database))
+                result = reviewer(request, broker=self._broker(_no_database))
             except NeedsDatabase:
                 pass
+            else:
+                self._on_path("no_database")
+                return result
+        self._on_path("transaction")
         job = _Job(reviewer, request)
         if request.dry_run:
             with self.database.writer_turn():

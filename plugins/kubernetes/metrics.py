@@ -80,13 +80,23 @@ class AdmissionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=target,
         )
-
+        self.paths = Counter(
+            "macpool_webhook_review_paths",
+            "AdmissionReviews by how they were answered: from MACs reserved ahead (reserved), "
+            "without the database (no_database) or in a write transaction (transaction).",
+            ["path"],
+            registry=target,
+        )
         self.batches = Histogram(
             "macpool_webhook_transaction_reviews",
             "AdmissionReviews that shared one write transaction (group commit).",
             buckets=BATCH_BUCKETS,
             registry=target,
         )
+
+    def observe_path(self, path: str) -> None:
+        """Count one review by how it was answered (see GroupCommit.review)."""
+        self.paths.labels(path=path).inc()
 
     def observe_batch(self, reviews: int) -> None:
         """Count one write transaction of ``reviews`` reviews."""

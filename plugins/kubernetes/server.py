@@ -105,6 +105,7 @@ class WebhookApp:
             cluster_scope=cluster_scope,
             wait_time=wait_time,
             on_batch=self.metrics.observe_batch,
+            on_path=self.metrics.observe_path,
             before_batch=(
                 None
                 if self.reserved is None
