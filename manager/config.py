@@ -167,7 +167,10 @@ def load_settings(
     }
     plugin_defaults = {kind: kind() for kind in plugin_settings_types()}
     for kind, plugin_default in plugin_defaults.items():
-        owners.update({f.name: plugin_default for f in fields(kind)})
+        for name in (f.name for f in fields(kind)):
+            if name in owners:
+                raise ConfigError(f"Plugin '{kind.plugin}' declares setting '{name}' again.")
+            owners[name] = plugin_default
     values: dict[str, Any] = {}
 
     def take(name: str, raw: Any, *, label: str | None = None) -> None:
