@@ -33,14 +33,14 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
 from manager.config import Settings
@@ -249,6 +249,11 @@ class UnitOfWork(Session):
 
     Every channel's session comes from ``Database.session`` or ``Database.new_session``, so a
     setting given to the database once reaches every service call, whoever opened the session.
+
+    It also lets the services put back in-memory state a transaction changed, whoever rolls
+    it back: :meth:`before_rollback` registers an undo that :meth:`rollback` runs first, while
+    the transaction still holds its locks; the end of the transaction in any other way
+    (commit, close) forgets it.
     """
 
     def __init__(
@@ -257,6 +262,24 @@ class UnitOfWork(Session):
         super().__init__(*args, **kwargs)
         #: Free MACs left in a pool at which the services record a warning event.
         self.low_threshold = low_threshold
+        self._undo: list[Callable[[], None]] = []
+
+    def before_rollback(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` if this transaction is rolled back with :meth:`rollback` (last first)."""
+        self._undo.append(undo)
+
+    def rollback(self) -> None:
+        undo, self._undo = self._undo, []
+        for step in reversed(undo):
+            step()
+        super().rollback()
+
+
+@event.listens_for(UnitOfWork, "after_transaction_end")
+def _forget_undo(session: UnitOfWork, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended: what it changed is for good (or left to reload)."""
+    if transaction.parent is None:
+        session._undo.clear()
 
 
 class Database:

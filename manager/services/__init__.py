@@ -43,7 +43,7 @@ from manager.services.bulk_allocations import AllocationPlan
 from manager.services.common import Page
 from manager.services.errors import AnsweredError, ErrorAnswer, answer_for, status_of
 from manager.services.handovers import complete_handovers, describe_source, pending_handovers
-from manager.services.index_cache import pool_ranges, undo_advances
+from manager.services.index_cache import pool_ranges
 from manager.services.jobs import (
     finish_job,
     get_job,
@@ -208,7 +208,6 @@ __all__ = [
     "start_job",
     "status_of",
     "subtree_holdings",
-    "undo_advances",
     "update_pool",
     "update_scope",
 ]

@@ -34,7 +34,7 @@ from typing import Final
 
 from sqlalchemy.orm import Session
 
-from manager.services import AllocationPlan, Database, Scope, undo_advances
+from manager.services import AllocationPlan, Database, Scope
 from plugins.kubernetes.broker import MacBroker
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
 from plugins.kubernetes.service_broker import WEBHOOK_ACTOR, Reviewer, ServiceBroker
@@ -275,9 +275,9 @@ class GroupCommit:
 
     @staticmethod
     def _abandon(session: Session, plan: AllocationPlan) -> None:
-        """Roll a batch back, its planned and written MACs out of the indexes first."""
+        """Roll a batch back, its planned MACs out of the indexes first (the rollback takes
+        the written ones out)."""
         plan.undo()
-        undo_advances(session)
         session.rollback()
 
     def _session(self) -> Session:
