@@ -135,6 +135,7 @@ def _pending(macpool: Any) -> int:
     from sqlalchemy import func, select
 
     from manager.db import Allocation
+    from manager.services.reservations import RESERVATION_KIND
 
     database = macpool.database()
     try:
@@ -144,6 +145,7 @@ def _pending(macpool: Any) -> int:
                     select(func.count())
                     .select_from(Allocation)
                     .where(Allocation.state == "pending")
+                    .where(Allocation.owner_kind != RESERVATION_KIND)  # MACs reserved ahead
                 )
                 or 0
             )

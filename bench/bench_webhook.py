@@ -289,6 +289,8 @@ def run() -> list[Result]:
             port, webhook.ca, "/mutate-virtualmachines", label="half", seconds=SECONDS,
             rate=vm_rate / 2,
         )  # fmt: skip
+        final = _review_paths(port, webhook.ca)
+        answered_half = {path: final.get(path, 0) - after.get(path, 0) for path in final}
     errors = noop_errors + vm_errors + half_errors
     results.append(result("no-op reviews", noop_rate, "req/s", f"closed loop; {setup}"))
     results.append(result("VM CREATE reviews", vm_rate, "req/s", f"closed loop; {setup}"))
@@ -302,15 +304,16 @@ def run() -> list[Result]:
                 "all gunicorn processes; TLS, HTTP and the recorder included",
             )
         )
-    total = sum(answered.values()) or 1
-    results.append(
-        result(
-            "VM CREATE answered from reserved MACs",
-            100 * answered.get("reserved", 0) / total,
-            "%",
-            ", ".join(f"{path} {count:.0f}" for path, count in sorted(answered.items())),
+    for phase, counts in (("closed loop", answered), ("half rate", answered_half)):
+        total = sum(counts.values()) or 1
+        results.append(
+            result(
+                f"VM CREATE answered from reserved MACs, {phase}",
+                100 * counts.get("reserved", 0) / total,
+                "%",
+                ", ".join(f"{path} {count:.0f}" for path, count in sorted(counts.items())),
+            )
         )
-    )
     results.append(result("VM CREATE at half rate", half_rate, "req/s", "open loop"))
     results.extend(latency_results("no-op closed loop latency", noop_latencies, setup))
     results.extend(latency_results("VM closed loop latency", vm_latencies, setup))

@@ -668,6 +668,43 @@ def allocate_macs(
     """
     if not requests:
         return []
+    batch, checked, targets = _prepared_batch(session, actor, requests, now, each_event)
+    try:
+        return _run(session, batch, requests, checked, targets)
+    except BaseException:
+        batch.undo()
+        raise
+
+
+def allocate_rows(
+    session: Session,
+    actor: Actor,
+    requests: Sequence[AllocationRequest],
+    *,
+    now: datetime | None = None,
+    each_event: bool = True,
+) -> list[tuple[int, int]]:
+    """``allocate_macs`` for callers that need only the (id, MAC) of each new allocation (a
+    reserve's block): no ORM objects are built; repeats of stored allocations are left out."""
+    if not requests:
+        return []
+    batch, checked, targets = _prepared_batch(session, actor, requests, now, each_event)
+    try:
+        _run(session, batch, requests, checked, targets, objects=False)
+    except BaseException:
+        batch.undo()
+        raise
+    return [(row["id"], row["mac"]) for _, row, _, _ in batch.rows]
+
+
+def _prepared_batch(
+    session: Session,
+    actor: Actor,
+    requests: Sequence[AllocationRequest],
+    now: datetime | None,
+    each_event: bool,
+) -> tuple[_Batch, list[CheckedRequest], list[tuple[Scope, int]]]:
+    """The requests checked, their scopes and effective pools resolved, and a fresh batch."""
     expiry_base = now or datetime.now(UTC)
     checked: list[CheckedRequest] = []
     for i, request in enumerate(requests):
@@ -692,14 +729,9 @@ def allocate_macs(
         if isinstance(target, MacPoolError):
             raise _named(target, i, checked[i], request) from target
         targets.append(target)
-    conn = connection(session)
-    batch = _Batch(session, actor, conn)
+    batch = _Batch(session, actor, connection(session))
     batch.each_event = each_event
-    try:
-        return _run(session, batch, requests, checked, targets)
-    except BaseException:
-        batch.undo()
-        raise
+    return batch, checked, targets
 
 
 def allocate_one(
@@ -732,8 +764,12 @@ def _run(
     requests: Sequence[AllocationRequest] | None,
     checked: Sequence[CheckedRequest],
     targets: Sequence[tuple[Scope, int]],
+    *,
+    objects: bool = True,
 ) -> list[AllocationResult]:
-    """Plan and write the batch; errors name their request when ``requests`` are given."""
+    """Plan and write the batch; errors name their request when ``requests`` are given.
+
+    ``objects=False``: write only (no results; the written rows stay in ``batch.rows``)."""
     repeats: dict[int, _Prior] = {}
     for i in batch.prepare(checked, targets):
         scope, effective_id = targets[i]
@@ -748,7 +784,9 @@ def _run(
         if prior is not None:
             repeats[i] = prior
     # A batch of one needs no savepoint: its caller's transaction ends with the request.
-    created = batch.write(savepoint=len(checked) > 1)
+    created = batch.write(savepoint=len(checked) > 1, objects=objects)
+    if not objects:
+        return []
     stored_ids = [p.id for p in repeats.values() if p.id is not None]
     stored = {
         a.id: a
