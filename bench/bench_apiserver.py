@@ -37,6 +37,7 @@ from typing import Any
 
 from bench.common import Result, cpu_seconds, percentile, result
 from manager.config import Settings
+from plugins.kubernetes.settings import KubernetesSettings
 
 VMS = int(os.environ.get("BENCH_APISERVER_VMS", "400"))
 CONCURRENCY = (1, 8)
@@ -225,7 +226,7 @@ def run() -> list[Result]:
                 extra_env={
                     "MACPOOL_WORKERS": str(Settings.workers),
                     "MACPOOL_THREADS": str(Settings.threads),
-                    "MACPOOL_K8S_WAIT_TIME": str(Settings.k8s_wait_time),
+                    "MACPOOL_K8S_WAIT_TIME": str(KubernetesSettings.k8s_wait_time),
                     "MACPOOL_EXPIRE_INTERVAL": str(Settings.expire_interval),
                 },
             )

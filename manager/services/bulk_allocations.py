@@ -640,7 +640,7 @@ class _Batch:
         """Forget in-memory changes of a batch that was refused or failed (before the rollback).
 
         Unwritten, the MACs it planned leave the indexes again; written, the index advances are
-        reverted by :func:`~manager.services.index_cache.undo_advances` with the transaction.
+        reverted by the session's rollback (:func:`~manager.services.index_cache.advance_index`).
         """
         for state in self.pools.values():
             if state.index is not None and not self.written:

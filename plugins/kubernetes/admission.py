@@ -29,7 +29,7 @@ from manager.core.errors import (
     PoolExhausted,
 )
 from manager.core.mac import parse_assignable_mac
-from manager.services.errors import AnsweredError, answer_for
+from manager.services import AnsweredError, answer_for
 from plugins.kubernetes.broker import (
     FORKLIFT_LABELS,
     OWNER_POD,

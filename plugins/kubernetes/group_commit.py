@@ -34,10 +34,7 @@ from typing import Final
 
 from sqlalchemy.orm import Session
 
-from manager.db import Database
-from manager.db.models import Scope
-from manager.services.bulk_allocations import AllocationPlan
-from manager.services.index_cache import undo_advances
+from manager.services import AllocationPlan, Database, Scope
 from plugins.kubernetes.broker import MacBroker
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
 from plugins.kubernetes.service_broker import WEBHOOK_ACTOR, Reviewer, ServiceBroker
@@ -100,7 +97,6 @@ class GroupCommit:
         *,
         cluster_scope: str,
         wait_time: int,
-        low_threshold: int = 10,
         max_batch: int = MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
         before_batch: Callable[[], None] | None = None,
@@ -109,7 +105,6 @@ class GroupCommit:
         self.database = database
         self.cluster_scope = cluster_scope
         self.wait_time = wait_time
-        self.low_threshold = low_threshold
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[_Job] = []
@@ -280,15 +275,13 @@ class GroupCommit:
 
     @staticmethod
     def _abandon(session: Session, plan: AllocationPlan) -> None:
-        """Roll a batch back, its planned and written MACs out of the indexes first."""
+        """Roll a batch back, its planned MACs out of the indexes first (the rollback takes
+        the written ones out)."""
         plan.undo()
-        undo_advances(session)
         session.rollback()
 
     def _session(self) -> Session:
-        session = self.database.new_session(write=True)
-        session.info["low_threshold"] = self.low_threshold
-        return session
+        return self.database.new_session(write=True)
 
 
 __all__ = ["MAX_BATCH", "GroupCommit", "NeedsDatabase"]

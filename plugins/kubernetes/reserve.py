@@ -35,9 +35,9 @@ from sqlalchemy.orm import Session
 from manager.core.actor import Actor
 from manager.core.errors import DatabaseUnavailable, MacPoolError
 from manager.core.mac import format_mac_int
-from manager.db import Database
-from manager.services.reservations import (
+from manager.services import (
     Answer,
+    Database,
     Reserved,
     Target,
     expire_reservations,

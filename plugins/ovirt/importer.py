@@ -17,8 +17,7 @@ from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
 from manager.core.errors import Conflict, InvalidScope
-from manager.db import Scope
-from manager.services import get_scope, record_event, resolve_pool
+from manager.services import Scope, get_scope, record_event, resolve_pool
 from plugins.ovirt.errors import locate
 from plugins.ovirt.mapping import Mapped, map_pools, map_scopes
 from plugins.ovirt.nics import NicAllocator, Target, target_for

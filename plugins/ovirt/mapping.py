@@ -22,16 +22,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
-from manager.core.errors import InvalidInput, MacPoolError, NameInUse
+from manager.core.errors import InvalidInput, MacPoolError, NameInUse, NotFound
 from manager.core.ranges import MacRange, RangeSet
-from manager.db import Pool, Scope
-from manager.services import assign_pool, create_pool, get_default_pool, get_scope
-from manager.services.index_cache import pool_ranges
-from manager.services.scopes import create_scope
+from manager.services import (
+    Pool,
+    Scope,
+    assign_pool,
+    create_pool,
+    create_scope,
+    find_child_scope,
+    find_pool_by_name,
+    get_default_pool,
+    get_scope,
+    pool_ranges,
+)
 from plugins.ovirt.errors import locate
 from plugins.ovirt.records import (
     Notice,
@@ -65,10 +72,6 @@ def _prefixed(exc: MacPoolError, where: str) -> MacPoolError:
 def _same(pool: Pool, ranges: RangeSet, allow_duplicates: bool) -> bool:
     have = [(r.start, r.end) for r in pool_ranges(pool)]
     return have == [(r.start, r.end) for r in ranges] and pool.allow_duplicates == allow_duplicates
-
-
-def _by_name(session: Session, name: str) -> Pool | None:
-    return session.scalars(select(Pool).where(Pool.name_key == name.lower())).first()
 
 
 def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportReport) -> Pool | None:
@@ -106,7 +109,10 @@ def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportRep
                 )
             )
             name = renamed
-    existing = _by_name(session, name)
+    try:
+        existing: Pool | None = find_pool_by_name(session, name)
+    except NotFound:
+        existing = None
     if existing is not None:
         if _same(existing, ranges, pool.allow_duplicates):
             outcome("unchanged", existing.name)
@@ -175,9 +181,7 @@ def _ensure(
     report: ImportReport,
 ) -> Scope:
     where = locate(source) + f", {kind} '{name}'"
-    found = session.scalars(
-        select(Scope).where(Scope.parent_id == parent.id, Scope.name == name)
-    ).first()
+    found = find_child_scope(session, parent=parent, name=name)
     if found is None:
         try:
             scope = create_scope(

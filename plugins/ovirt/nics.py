@@ -27,10 +27,16 @@ from manager.core.actor import Actor, Owner
 from manager.core.errors import MacPoolError
 from manager.core.mac import MacAddress, format_mac_int
 from manager.core.ranges import RangeSet
-from manager.db import Allocation, Pool, Scope
-from manager.services import allocate_mac
-from manager.services.allocations import AllocationRequest, AllocationResult, allocate_macs
-from manager.services.index_cache import pool_ranges
+from manager.services import (
+    Allocation,
+    AllocationRequest,
+    AllocationResult,
+    Pool,
+    Scope,
+    allocate_mac,
+    allocate_macs,
+    pool_ranges,
+)
 from plugins.ovirt.records import OvirtNic, OvirtVm
 from plugins.ovirt.report import BadReason, ImportReport, NicOutcome, NicStatus, VmOutcome
 
