@@ -5,7 +5,7 @@ none commits: the caller (request, command, reconciler step) owns the transactio
 """
 
 from manager.core.actor import SYSTEM, Actor, Owner
-from manager.services.allocation_rows import Handover
+from manager.services.allocation_rows import AllocationRequest, Handover
 from manager.services.allocations import (
     AllocationResult,
     MacInfo,
@@ -22,6 +22,7 @@ from manager.services.allocations import (
 from manager.services.audit import list_events, record_event
 from manager.services.bootstrap import bootstrap
 from manager.services.common import Page
+from manager.services.forecast import Forecast, Planned, Prior, StalePlan
 from manager.services.handovers import complete_handovers, describe_source, pending_handovers
 from manager.services.jobs import (
     finish_job,
@@ -61,13 +62,18 @@ from manager.services.scopes import (
 __all__ = [
     "SYSTEM",
     "Actor",
+    "AllocationRequest",
     "AllocationResult",
+    "Forecast",
     "Handover",
     "MacInfo",
     "Owner",
     "Page",
+    "Planned",
     "PoolStats",
+    "Prior",
     "ResolvedPool",
+    "StalePlan",
     "add_range",
     "allocate_mac",
     "assign_pool",

@@ -24,7 +24,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from manager.core.actor import Actor
-from manager.core.errors import InterfaceInUse, MacInUse, MacPoolError, PoolExhausted
+from manager.core.errors import (
+    InterfaceInUse,
+    MacInUse,
+    MacPoolError,
+    OutsidePool,
+    PoolExhausted,
+)
 from manager.core.index import HeldIndex, next_free_mac
 from manager.core.mac import format_mac_int
 from manager.core.ranges import RangeSet
@@ -89,6 +95,8 @@ class _Prior:
     mac: int
     id: int | None = None
     request: int | None = None
+    #: The owner's uid (stored, or of the request of this batch).
+    uid: str | None = None
 
 
 @dataclass(slots=True)
@@ -169,7 +177,7 @@ def _named(error: MacPoolError, index: int, checked: CheckedRequest | None, req:
 
 _alloc: Table = Allocation.__table__  # type: ignore[assignment]
 _IDENTITY = Prepared(
-    select(_alloc.c.id, _alloc.c.mac).where(
+    select(_alloc.c.id, _alloc.c.mac, _alloc.c.owner_uid).where(
         _alloc.c.scope_id == bindparam("scope_id"),
         _alloc.c.owner_kind == bindparam("owner_kind"),
         _alloc.c.owner_name == bindparam("owner_name"),
@@ -197,7 +205,7 @@ def _existing(
                 },
             )
             if row is not None:
-                found[(scope_id, kind, name, interface)] = _Prior(row[1], id=row[0])
+                found[(scope_id, kind, name, interface)] = _Prior(row[1], id=row[0], uid=row[2])
         return found
     names = sorted({name for _, _, name, _ in wanted})
     columns = (
@@ -207,6 +215,7 @@ def _existing(
         table.c.owner_name,
         table.c.interface,
         table.c.mac,
+        table.c.owner_uid,
     )
     for scope_ids in _chunks(sorted(keys)):
         for chunk in _chunks(names):
@@ -223,9 +232,9 @@ def _priors(
     rows: Sequence[Any], wanted: set[tuple[int, str, str, str]]
 ) -> dict[_IdentityKey, _Prior]:
     found: dict[_IdentityKey, _Prior] = {}
-    for row_id, scope_id, kind, name, interface, mac in rows:
+    for row_id, scope_id, kind, name, interface, mac, uid in rows:
         if (scope_id, kind, name, interface) in wanted:
-            found[(scope_id, kind, name, interface)] = _Prior(mac, id=row_id)
+            found[(scope_id, kind, name, interface)] = _Prior(mac, id=row_id, uid=uid)
     return found
 
 
@@ -246,16 +255,14 @@ def homes_of(conn: Connection, macs: Sequence[int]) -> dict[int, int]:
     return found
 
 
-def _held(conn: Connection, macs: Sequence[int]) -> set[int]:
-    """Which of these MACs are held; their rows are locked against a concurrent release."""
+def _held(conn: Connection, macs: Sequence[int], *, lock: bool = True) -> set[int]:
+    """Which of these MACs are held; with ``lock``, their rows are locked against a concurrent
+    release (a forecast reads without locks)."""
     table = HeldMac.__table__
     held: set[int] = set()
     for chunk in _chunks(macs):
-        held.update(
-            conn.execute(select(table.c.mac).where(table.c.mac.in_(chunk)).with_for_update())
-            .scalars()
-            .all()
-        )
+        query = select(table.c.mac).where(table.c.mac.in_(chunk))
+        held.update(conn.execute(query.with_for_update() if lock else query).scalars().all())
     return held
 
 
@@ -288,6 +295,9 @@ class _Batch:
         self.each_event = True
         self.now = datetime.now(UTC)
         self.written = False
+        #: True: a requested MAC outside the request's effective pool is refused
+        #: (:class:`OutsidePool`) instead of being allocated as an external MAC.
+        self.in_range_only = False
 
     def lock(self, pool_ids: set[int]) -> None:
         """Lock the pools not locked by this batch yet, in id order.
@@ -338,9 +348,12 @@ class _Batch:
                 keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
         if keys and not unheld:
             self.priors.update(_existing(self.conn, keys))
-        self.held.update(_held(self.conn, [mac for mac in fresh if mac not in self.held]))
+        self.held.update(self._read_held([mac for mac in fresh if mac not in self.held]))
         order = [i for i, c in enumerate(checked) if c.requested is not None]
         return order + [i for i, c in enumerate(checked) if c.requested is None]
+
+    def _read_held(self, macs: Sequence[int]) -> set[int]:
+        return _held(self.conn, macs)
 
     def _index(self, state: _PoolState) -> tuple[RangeSet, HeldIndex]:
         if state.index is None:
@@ -373,12 +386,14 @@ class _Batch:
             in_range = home is not None and home.pool.id == effective_id
             if value in self.held:
                 if self._hand_over(i, checked, scope, effective.pool, value, in_range):
-                    self.priors[key] = _Prior(value, request=i)
+                    self.priors[key] = _Prior(value, request=i, uid=checked.owner_uid)
                     return
                 self._check_duplicate(effective.pool, value)
+                self._check_in_range(effective, value, in_range)
                 self.shared.add(value)
                 home = None
             else:
+                self._check_in_range(effective, value, in_range)
                 self.held.add(value)
                 self.new_held.append(value)
                 self.fresh.append((effective_id, value))
@@ -395,7 +410,7 @@ class _Batch:
             now=self.now,
         )
         self.rows.append((i, row, scope, effective.pool))
-        self.priors[key] = _Prior(value, request=i)
+        self.priors[key] = _Prior(value, request=i, uid=checked.owner_uid)
         event = self._created_event(row, scope, effective.pool, checked)
         if self.each_event:
             self.events.append(event)
@@ -405,6 +420,23 @@ class _Batch:
         )
         if home is not None:
             self._warn(home)
+
+    def _check_in_range(self, effective: _PoolState, value: int, in_range: bool) -> None:
+        if in_range or not self.in_range_only:
+            return
+        pool = effective.pool
+        ranges = self._index(effective)[0]
+        raise OutsidePool(
+            f"{format_mac_int(value)} is outside the ranges of pool '{pool.name}' "
+            f"({', '.join(str(r) for r in ranges)}).",
+            field="mac",
+            details={
+                "mac": format_mac_int(value),
+                "pool": pool.name,
+                "pool_id": pool.id,
+                "ranges": [str(r) for r in ranges],
+            },
+        )
 
     def _describe_prior(self, prior: _Prior) -> dict[str, Any]:
         """The holder of an owner identity, for an error: stored, or planned by this batch."""
@@ -435,6 +467,12 @@ class _Batch:
             self.db_holders[value] = holders_of(self.session, value)
         return self.db_holders[value]
 
+    def _holder_rows(self, value: int) -> list[StoredHolder]:
+        """The stored holders of a MAC as rows (hand-overs move one of them)."""
+        if value not in self.holder_rows:
+            self.holder_rows[value] = stored_holders(self.conn, value)
+        return self.holder_rows[value]
+
     def _hand_over(
         self,
         i: int,
@@ -452,9 +490,7 @@ class _Batch:
         """
         if checked.handover is None and not checked.adopt_reserved:
             return False
-        if value not in self.holder_rows:
-            self.holder_rows[value] = stored_holders(self.conn, value)
-        rows = self.holder_rows[value]
+        rows = self._holder_rows(value)
         taken = {move[1].id for move in self.moves}
         mac = format_mac_int(value)
         holder = reserved_holder(rows, taken=taken) if checked.adopt_reserved else None

@@ -1,16 +1,24 @@
 """Import an oVirt export into MacPool: pools, scopes and every VM NIC's MAC, dry run first.
 
-:func:`run_import` does the whole import through the services inside a SAVEPOINT of the
-caller's transaction. A dry run (the default) and a refused import roll the savepoint back,
-so a dry run computes exactly what applying would do, and writes nothing. Applying releases
-the savepoint into the caller's transaction, which commits it (the CLI command or the
-request owns the transaction): all or nothing. Re-importing the same export changes nothing:
-pools, scopes and allocations that already match are reported as unchanged.
+An import is planned, then written, all or nothing. A dry run (the default) and a refused
+import write nothing, and a dry run reports exactly what applying would do. Re-importing the
+same export changes nothing: pools, scopes and allocations that already match are reported as
+unchanged.
+
+:func:`import_in_phases` (what the CLI, the API, the UI and background jobs call) keeps the
+write lock short: it maps and plans in a read transaction (the allocation kernel's forecast:
+:class:`~manager.services.Forecast`), then writes the plan in a short write transaction that
+first checks that nothing the plan depended on changed. A plan that went stale is made again
+(up to :data:`PLAN_ATTEMPTS` times); after that, and when the import must create or change
+pools or scopes (a first import of an estate), it is planned and written inside one write
+transaction, as :func:`run_import` does in the caller's transaction.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
@@ -18,14 +26,21 @@ from sqlalchemy.orm import Session
 from manager.core.actor import Actor
 from manager.core.errors import Conflict, InvalidScope
 from manager.db import Scope
-from manager.services import get_scope, record_event, resolve_pool
+from manager.services import Forecast, StalePlan, get_scope, record_event, resolve_pool
 from plugins.ovirt.errors import locate
-from plugins.ovirt.mapping import Mapped, map_pools, map_scopes
+from plugins.ovirt.mapping import Mapped, TopologyChange, map_pools, map_scopes
 from plugins.ovirt.nics import NicAllocator, Target, target_for
 from plugins.ovirt.records import OvirtExport, OvirtVm
 from plugins.ovirt.report import ImportReport
 
 Progress = Callable[[int, int], None]
+#: Opens a unit of work: ``units()`` a read transaction, ``units(write=True)`` a write one
+#: (committed when the block succeeds), e.g. ``Database.session`` or ``unit_of_work``.
+Units = Callable[..., AbstractContextManager[Session]]
+#: Plans made ahead of the write lock before the import is planned inside it.
+PLAN_ATTEMPTS = 3
+
+log = logging.getLogger("macpool.ovirt")
 #: VMs named in the error when VMs have no target scope.
 _SHOWN = 10
 
@@ -91,27 +106,89 @@ def _place(
     return placed
 
 
-def import_export(
+@dataclass(slots=True)
+class _Plan:
+    """An import mapped and planned: its report, the NICs' forecast, what the mapping found."""
+
+    report: ImportReport
+    forecast: Forecast
+    #: The pools' and scopes' outcomes and each VM's scope and pool, for the write to check.
+    mapping: tuple[object, ...]
+
+
+def _map(
+    session: Session,
+    actor: Actor,
+    export: OvirtExport,
+    report: ImportReport,
+    *,
+    options: ImportOptions,
+    writes: bool,
+) -> tuple[list[tuple[OvirtVm, Target]], tuple[object, ...]]:
+    fallback = None if options.scope is None else get_scope(session, options.scope)
+    mapped = map_pools(session, actor, export, report, writes=writes)
+    map_scopes(session, actor, export, mapped, report, writes=writes)
+    placed = _place(session, export, mapped, fallback)
+    found = (
+        tuple(report.pools),
+        tuple(report.scopes),
+        tuple((t.scope.id, t.pool.id) for _, t in placed),
+    )
+    return placed, found
+
+
+def _plan(
     session: Session,
     actor: Actor,
     export: OvirtExport,
     *,
     options: ImportOptions,
-    progress: Progress | None = None,
-) -> ImportReport:
-    """Map the export onto pools, scopes and allocations in ``session`` (no savepoint, no
-    commit) and return the report. Errors that refuse the whole import (range overlaps, name
-    clashes, unknown scope) raise; bad MACs are reported as conflicts."""
+    locked: bool,
+    progress: Progress | None,
+) -> _Plan:
+    """Map the export and plan its NICs. ``locked``: inside the write transaction (mapping may
+    create pools and scopes); otherwise read only (:class:`TopologyChange` if it would)."""
     report = ImportReport(dry_run=options.dry_run, reassign_bad_macs=options.reassign_bad_macs)
     report.warnings.extend(export.warnings)
-    fallback = None if options.scope is None else get_scope(session, options.scope)
-    mapped = map_pools(session, actor, export, report)
-    map_scopes(session, actor, export, mapped, report)
-    placed = _place(session, export, mapped, fallback)
-    NicAllocator(session, actor, reassign_bad_macs=options.reassign_bad_macs, report=report).run(
-        placed, progress=progress
+    placed, found = _map(session, actor, export, report, options=options, writes=locked)
+    allocator = NicAllocator(
+        session, actor, reassign_bad_macs=options.reassign_bad_macs, report=report, locked=locked
     )
-    return report
+    return _Plan(report, allocator.plan(placed, progress=progress), found)
+
+
+def _write(
+    session: Session,
+    actor: Actor,
+    export: OvirtExport,
+    plan: _Plan,
+    *,
+    options: ImportOptions,
+    sources: Sequence[str],
+    verify: bool,
+) -> None:
+    """Write a planned import and its audit event (``verify``: check the mapping first)."""
+    if verify:
+        scratch = ImportReport(dry_run=True, reassign_bad_macs=options.reassign_bad_macs)
+        try:
+            _, found = _map(session, actor, export, scratch, options=options, writes=False)
+        except TopologyChange as exc:
+            raise StalePlan("Pools or scopes changed while the import was planned.") from exc
+        if found != plan.mapping:
+            raise StalePlan("Pools or scopes changed while the import was planned.")
+    plan.forecast.write(session)
+    record_event(
+        session,
+        actor,
+        action="import.ovirt",
+        target_type="import",
+        target="oVirt export",
+        details={
+            "sources": list(sources)[:100],
+            "reassign_bad_macs": options.reassign_bad_macs,
+            "totals": plan.report.totals(),
+        },
+    )
 
 
 def run_import(
@@ -123,7 +200,8 @@ def run_import(
     sources: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> ImportReport:
-    """Import inside a savepoint: kept when applying a clean import, rolled back otherwise.
+    """Import inside a savepoint of ``session``'s transaction, planned and written in it: kept
+    when applying a clean import, rolled back otherwise.
 
     A dry run returns the report (``refused`` tells whether applying would be refused).
     Applying an import with bad MACs raises :class:`ImportRefused` carrying the report. Any
@@ -131,20 +209,12 @@ def run_import(
     """
     savepoint = session.begin_nested()
     try:
-        report = import_export(session, actor, export, options=options, progress=progress)
-        if not options.dry_run and not report.refused:
-            record_event(
-                session,
-                actor,
-                action="import.ovirt",
-                target_type="import",
-                target="oVirt export",
-                details={
-                    "sources": list(sources)[:100],
-                    "reassign_bad_macs": options.reassign_bad_macs,
-                    "totals": report.totals(),
-                },
-            )
+        plan = _plan(session, actor, export, options=options, locked=True, progress=progress)
+        report = plan.report
+        if options.dry_run or report.refused:
+            plan.forecast.discard()
+        else:
+            _write(session, actor, export, plan, options=options, sources=sources, verify=False)
     except BaseException:
         savepoint.rollback()
         raise
@@ -158,4 +228,52 @@ def run_import(
     return report
 
 
-__all__ = ["ImportOptions", "ImportRefused", "import_export", "run_import"]
+def import_in_phases(
+    units: Units,
+    actor: Actor,
+    export: OvirtExport,
+    *,
+    options: ImportOptions,
+    sources: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Import with the write lock held only to write (see the module docstring).
+
+    Same answers as :func:`run_import`: the report of a dry run, :class:`ImportRefused` for an
+    import with bad MACs, any other error propagated with nothing written.
+    """
+    for attempt in range(1, PLAN_ATTEMPTS + 1):
+        with units() as session:
+            try:
+                plan = _plan(
+                    session, actor, export, options=options, locked=False, progress=progress
+                )
+            except TopologyChange as change:
+                log.info("oVirt import planned in the write lock: %s", change)
+                break
+        report = plan.report
+        if options.dry_run:
+            return report
+        if report.refused:
+            raise ImportRefused(report)
+        try:
+            with units(write=True) as session:
+                _write(session, actor, export, plan, options=options, sources=sources, verify=True)
+        except StalePlan as stale:
+            log.info("oVirt import plan %d of %d went stale: %s", attempt, PLAN_ATTEMPTS, stale)
+            continue
+        report.applied = True
+        return report
+    with units(write=True) as session:
+        return run_import(
+            session, actor, export, options=options, sources=sources, progress=progress
+        )
+
+
+__all__ = [
+    "PLAN_ATTEMPTS",
+    "ImportOptions",
+    "ImportRefused",
+    "import_in_phases",
+    "run_import",
+]

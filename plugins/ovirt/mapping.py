@@ -47,6 +47,10 @@ from scopes import ROOT_PATH
 RENAMED_PREFIX = "ovirt-"
 
 
+class TopologyChange(Exception):
+    """Mapping would create or change a pool or scope, and may not write (a plan made ahead)."""
+
+
 @dataclass(slots=True)
 class Mapped:
     """What the export's objects became: pools by oVirt pool id, scopes by cluster id/name."""
@@ -71,7 +75,9 @@ def _by_name(session: Session, name: str) -> Pool | None:
     return session.scalars(select(Pool).where(Pool.name_key == name.lower())).first()
 
 
-def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportReport) -> Pool | None:
+def _map_pool(
+    session: Session, actor: Actor, pool: OvirtPool, report: ImportReport, *, writes: bool
+) -> Pool | None:
     where = locate(pool.source) + f", MAC pool '{pool.name}'"
     ranges = RangeSet(MacRange(r.start, r.end) for r in pool.ranges)
     name = pool.name.strip() or f"{RENAMED_PREFIX}{pool.id}"
@@ -118,6 +124,8 @@ def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportRep
             field="name",
             details={"pool": existing.name, "pool_id": existing.id, "source": pool.source},
         )
+    if not writes:
+        raise TopologyChange(f"MAC pool '{name}' would be created")
     try:
         created = create_pool(
             session,
@@ -133,11 +141,20 @@ def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportRep
     return created
 
 
-def map_pools(session: Session, actor: Actor, export: OvirtExport, report: ImportReport) -> Mapped:
-    """Create or reuse a pool for every oVirt pool; returns them by oVirt pool id."""
+def map_pools(
+    session: Session,
+    actor: Actor,
+    export: OvirtExport,
+    report: ImportReport,
+    *,
+    writes: bool = True,
+) -> Mapped:
+    """Create or reuse a pool for every oVirt pool; returns them by oVirt pool id.
+
+    ``writes=False``: raise :class:`TopologyChange` instead of creating a pool."""
     mapped = Mapped()
     for pool in export.pools:
-        target = _map_pool(session, actor, pool, report)
+        target = _map_pool(session, actor, pool, report, writes=writes)
         if target is not None:
             mapped.pools[pool.id] = target
             if pool.default_pool:
@@ -173,12 +190,15 @@ def _ensure(
     pool: Pool | None,
     source: str,
     report: ImportReport,
+    writes: bool,
 ) -> Scope:
     where = locate(source) + f", {kind} '{name}'"
     found = session.scalars(
         select(Scope).where(Scope.parent_id == parent.id, Scope.name == name)
     ).first()
     if found is None:
+        if not writes:
+            raise TopologyChange(f"{kind} scope '{name}' would be created")
         try:
             scope = create_scope(
                 session,
@@ -202,6 +222,8 @@ def _ensure(
         current = None if found.pool_id is None else session.get(Pool, found.pool_id)
         report.scopes.append(ScopeOutcome(found.path, kind, "unchanged", _name(current)))
     elif found.pool_id is None:
+        if not writes:
+            raise TopologyChange(f"scope {found.path} would be assigned pool '{pool.name}'")
         assign_pool(session, actor, found, pool.id)
         report.scopes.append(ScopeOutcome(found.path, kind, "assigned", pool.name))
     else:
@@ -220,9 +242,17 @@ def _name(pool: Pool | None) -> str | None:
 
 
 def map_scopes(
-    session: Session, actor: Actor, export: OvirtExport, mapped: Mapped, report: ImportReport
+    session: Session,
+    actor: Actor,
+    export: OvirtExport,
+    mapped: Mapped,
+    report: ImportReport,
+    *,
+    writes: bool = True,
 ) -> None:
-    """Create or reuse a scope for every data center and cluster, with their pools."""
+    """Create or reuse a scope for every data center and cluster, with their pools.
+
+    ``writes=False``: raise :class:`TopologyChange` instead of creating or changing a scope."""
     root = get_scope(session, ROOT_PATH)
     dcs: dict[str, tuple[Scope, Pool | None]] = {}
     for dc in export.data_centers:
@@ -242,11 +272,19 @@ def map_scopes(
             pool=pool,
             source=dc.source,
             report=report,
+            writes=writes,
         )
         dcs[dc.id] = (scope, pool)
     for cluster in export.clusters:
         _map_cluster(
-            session, actor, cluster=cluster, dcs=dcs, root=root, mapped=mapped, report=report
+            session,
+            actor,
+            cluster=cluster,
+            dcs=dcs,
+            root=root,
+            mapped=mapped,
+            report=report,
+            writes=writes,
         )
 
 
@@ -259,6 +297,7 @@ def _map_cluster(
     root: Scope,
     mapped: Mapped,
     report: ImportReport,
+    writes: bool,
 ) -> None:
     parent, dc_pool = dcs.get(cluster.data_center_id or "", (root, None))
     if cluster.data_center_id and cluster.data_center_id not in dcs:
@@ -288,9 +327,10 @@ def _map_cluster(
         pool=pool,
         source=cluster.source,
         report=report,
+        writes=writes,
     )
     mapped.clusters[cluster.id] = scope
     mapped.clusters_by_name.setdefault(cluster.name, []).append(scope)
 
 
-__all__ = ["RENAMED_PREFIX", "Mapped", "map_pools", "map_scopes"]
+__all__ = ["RENAMED_PREFIX", "Mapped", "TopologyChange", "map_pools", "map_scopes"]

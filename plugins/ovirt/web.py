@@ -27,7 +27,7 @@ from manager.api.schemas import ErrorSchema, MigrationCheckSchema
 from manager.presenters import migration_check_data
 from manager.services.migration_check import check_migration
 from manager.web import unit_of_work
-from plugins.ovirt.importer import ImportOptions, run_import
+from plugins.ovirt.importer import ImportOptions, import_in_phases
 from plugins.ovirt.reader import read_upload
 from plugins.ovirt.sources import export_sources
 
@@ -173,11 +173,10 @@ class OvirtImport(MethodView):
             upload.close()  # a large upload is spooled to a temporary file
         filename = upload.filename or "upload"
         export = read_upload(filename, data)
-        with unit_of_work(write=True) as session:
-            report = run_import(
-                session, current_actor(), export, options=options, sources=[filename]
-            )
-            return report.to_dict()
+        report = import_in_phases(
+            unit_of_work, current_actor(), export, options=options, sources=[filename]
+        )
+        return report.to_dict()
 
 
 class MigrationCheckFormSchema(Schema):
