@@ -315,7 +315,12 @@ class Forecast:
         batch = self._batch
         conn = connection(session)
         if not self.locked:
-            self._verify(session, conn)
+            # Pools first, as the kernel locks them: a concurrent identical request waits.
+            fresh = lock_pools(session, list(batch.pools), load_ranges=False)
+            self._verify(conn, fresh)
+            for pool_id, state in batch.pools.items():
+                state.pool = fresh[pool_id]
+            batch.session, batch.conn = session, conn
         try:
             batch.write(objects=False, savepoint=True)
         except MacInUse as exc:  # a constraint caught a change the checks could not see
@@ -326,12 +331,11 @@ class Forecast:
             ) from exc
         self._done = True
 
-    def _verify(self, session: Session, conn: Connection) -> None:
+    def _verify(self, conn: Connection, fresh: dict[int, Pool]) -> None:
+        """Raise :class:`StalePlan` unless what the plan read is what ``conn`` reads now."""
         batch = self._batch
         if current(conn) != self.generation:
             raise StalePlan("Scopes, pools or ranges changed while the batch was planned.")
-        # Pools first, as the kernel locks them: a concurrent identical request waits for us.
-        fresh = lock_pools(session, list(batch.pools), load_ranges=False)
         for pool_id, state in batch.pools.items():
             now = fresh.get(pool_id)
             if now is None or (state.held and (now.revision, now.index_token) != state.base):
@@ -347,9 +351,6 @@ class Forecast:
         for mac, rows in batch.seen_rows.items():
             if [(r.id, r.row) for r in stored_holders(conn, mac)] != rows:
                 raise StalePlan("The holders of a requested MAC changed while it was planned.")
-        for pool_id, state in batch.pools.items():
-            state.pool = fresh[pool_id]
-        batch.session, batch.conn = session, conn
 
     def discard(self) -> None:
         """Forget a plan that will not be written (a dry run, a refusal, a stale plan)."""
