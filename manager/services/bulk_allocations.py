@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -45,6 +46,8 @@ from manager.services.allocation_rows import (
     allocation_row,
     audit_row,
     availability_warning,
+    bind_allocations,
+    bind_audit,
     check_request,
     connection,
     describe_holder,
@@ -298,6 +301,8 @@ class _Batch:
         #: True: a requested MAC outside the request's effective pool is refused
         #: (:class:`OutsidePool`) instead of being allocated as an external MAC.
         self.in_range_only = False
+        #: The rows' and events' DBAPI values, bound ahead of the write (:meth:`bind_ahead`).
+        self.bound: tuple[list[Any] | None, list[Any]] | None = None
 
     def lock(self, pool_ids: set[int]) -> None:
         """Lock the pools not locked by this batch yet, in id order.
@@ -617,6 +622,13 @@ class _Batch:
         row["_event"] = event
         return event
 
+    def bind_ahead(self, dialect: Dialect) -> None:
+        """Bind the planned rows' and events' values now, so that the write only runs them
+        (a plan made before its write transaction: the binding costs the transaction nothing).
+        Nothing may be planned after it."""
+        rows = [row for _, row, _, _ in self.rows]
+        self.bound = (bind_allocations(dialect, rows), bind_audit(dialect, self.events))
+
     def write(self, *, objects: bool = True, savepoint: bool = True) -> dict[int, Allocation]:
         """Write the planned rows; the new allocations by request index (none without
         ``objects``: callers that only need the MACs skip building the ORM objects).
@@ -635,7 +647,8 @@ class _Batch:
                 events = [row.pop("_event") for row in rows]
                 before = shares_of(conn, self.shared, self.homes)
                 moved = {i: move(conn, holder, values) for i, holder, values, _, _ in self.moves}
-                ids = insert_allocations(conn, rows)
+                bound_rows, bound_events = self.bound or (None, None)
+                ids = insert_allocations(conn, rows, bound=bound_rows)
                 after = shares_of(conn, self.shared, self.homes)
                 apply_changes(
                     self.session,
@@ -650,7 +663,7 @@ class _Batch:
                 for row, event, row_id in zip(rows, events, ids, strict=True):
                     row["id"] = row_id
                     event["details"]["allocation_id"] = row_id
-                insert_audit(conn, self.events)
+                insert_audit(conn, self.events, bound=bound_events)
                 for state in changed:
                     set_committed_value(state.pool, "low_warned", state.low_warned)
                     write_pool(conn, state.pool, cursor=state.cursor, now=self.now)

@@ -276,6 +276,8 @@ class Forecast:
                 )
             planned[i] = outcome
             stepped()
+        if not self.locked:  # the write transaction then only runs the statements
+            batch.bind_ahead(batch.conn.dialect)
         if progress is not None:
             progress(total, total)
         self.planned = planned

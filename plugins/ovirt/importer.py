@@ -124,17 +124,23 @@ def _map(
     *,
     options: ImportOptions,
     writes: bool,
-) -> tuple[list[tuple[OvirtVm, Target]], tuple[object, ...]]:
+) -> tuple[Mapped, Scope | None, tuple[object, ...]]:
+    """Map pools and scopes; (what they became, the fallback scope, a fingerprint of both).
+
+    The fingerprint is what the VMs' placement depends on besides the scopes' pools (which the
+    topology generation covers): equal fingerprints place every VM alike."""
     fallback = None if options.scope is None else get_scope(session, options.scope)
     mapped = map_pools(session, actor, export, report, writes=writes)
     map_scopes(session, actor, export, mapped, report, writes=writes)
-    placed = _place(session, export, mapped, fallback)
     found = (
         tuple(report.pools),
         tuple(report.scopes),
-        tuple((t.scope.id, t.pool.id) for _, t in placed),
+        {pool_id: pool.id for pool_id, pool in mapped.pools.items()},
+        {cluster_id: scope.id for cluster_id, scope in mapped.clusters.items()},
+        {name: [s.id for s in scopes] for name, scopes in mapped.clusters_by_name.items()},
+        None if fallback is None else fallback.id,
     )
-    return placed, found
+    return mapped, fallback, found
 
 
 def _plan(
@@ -150,7 +156,8 @@ def _plan(
     create pools and scopes); otherwise read only (:class:`TopologyChange` if it would)."""
     report = ImportReport(dry_run=options.dry_run, reassign_bad_macs=options.reassign_bad_macs)
     report.warnings.extend(export.warnings)
-    placed, found = _map(session, actor, export, report, options=options, writes=locked)
+    mapped, fallback, found = _map(session, actor, export, report, options=options, writes=locked)
+    placed = _place(session, export, mapped, fallback)
     allocator = NicAllocator(
         session, actor, reassign_bad_macs=options.reassign_bad_macs, report=report, locked=locked
     )
@@ -171,7 +178,7 @@ def _write(
     if verify:
         scratch = ImportReport(dry_run=True, reassign_bad_macs=options.reassign_bad_macs)
         try:
-            _, found = _map(session, actor, export, scratch, options=options, writes=False)
+            _, _, found = _map(session, actor, export, scratch, options=options, writes=False)
         except TopologyChange as exc:
             raise StalePlan("Pools or scopes changed while the import was planned.") from exc
         if found != plan.mapping:
