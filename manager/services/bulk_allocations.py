@@ -147,6 +147,8 @@ class _PoolState:
     index: tuple[RangeSet, HeldIndex] | None = None
     #: The size of the pool's ranges, once known (a sum over the ranges: not per request).
     size: int | None = None
+    #: Availability warnings the batch recorded for the pool.
+    warnings: int = 0
 
 
 def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
@@ -593,6 +595,7 @@ class _Batch:
             low_warned=state.low_warned,
         )
         if warning is not None:
+            state.warnings += 1
             self.events.append(audit_row(self.actor, now=self.now, **warning))
 
     def _created_event(

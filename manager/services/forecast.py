@@ -15,7 +15,9 @@ as planned, after re-reading what the plan depended on:
 - the topology generation (scopes, pools, ranges, duplicates rules; see
   :mod:`manager.db.generation`);
 - every pool the plan takes MACs from: the same ``(revision, index_token)``, so the free MACs it
-  picked, its cursor, counters and warnings are still right;
+  picked, its counters and warnings are still right; or, when others allocated from it
+  meanwhile, none of the plan's MACs among theirs and no availability warning due (the plan is
+  then written on top of the pool as it is now);
 - the owner identities of the requests: the same stored allocations, with the same MACs;
 - the requested MACs: the same ones held, and the same holders where the plan looked at them.
 
@@ -340,8 +342,12 @@ class Forecast:
             raise StalePlan("Scopes, pools or ranges changed while the batch was planned.")
         for pool_id, state in batch.pools.items():
             now = fresh.get(pool_id)
-            if now is None or (state.held and (now.revision, now.index_token) != state.base):
-                raise StalePlan(f"Pool '{state.pool.name}' changed while the batch was planned.")
+            if now is None:
+                raise StalePlan(
+                    f"Pool '{state.pool.name}' was deleted while the batch was planned."
+                )
+            if state.held and (now.revision, now.index_token) != state.base:
+                self._rebase(conn, state, now)
         found = _existing(conn, self._keys) if self._keys else {}
         if {key: (p.id, p.mac) for key, p in found.items()} != self._stored:
             raise StalePlan("Allocations of the batch's owners changed while it was planned.")
@@ -353,6 +359,25 @@ class Forecast:
         for mac, rows in batch.seen_rows.items():
             if [(r.id, r.row) for r in stored_holders(conn, mac)] != rows:
                 raise StalePlan("The holders of a requested MAC changed while it was planned.")
+
+    def _rebase(self, conn: Connection, state: _PoolState, now: Pool) -> None:
+        """Keep the plan of a pool that others allocated from meanwhile, if it still holds.
+
+        It does when none of the MACs it takes from the pool was taken since, and no
+        availability warning is due, before or after: the batch's MACs are then written on top
+        of the pool as it is now (its revision, counters and index moved on from there).
+        """
+        batch = self._batch
+        size = state.size if state.size is not None else batch._index(state)[0].size
+        available = size - now.held_count - len(state.held)
+        if (
+            state.warnings
+            or now.low_warned != state.pool.low_warned
+            or available <= batch.threshold
+            or _held(conn, state.held)
+        ):
+            raise StalePlan(f"Pool '{state.pool.name}' changed while the batch was planned.")
+        state.base = (now.revision, now.index_token)
 
     def discard(self) -> None:
         """Forget a plan that will not be written (a dry run, a refusal, a stale plan)."""

@@ -383,3 +383,47 @@ def test_refusals_are_per_request_and_a_retry_plans_automatically(pools: Databas
     with pools.session() as s:
         owners = s.scalars(select(Allocation.owner_name).order_by(Allocation.owner_name)).all()
     assert owners == ["a", "c", "holder"]
+
+
+def test_allocations_from_the_same_pool_meanwhile_keep_the_plan(pools: Database) -> None:
+    """Others allocating other MACs from the pool do not stale the plan: it is written on top."""
+    forecast = _plan(
+        pools,
+        AllocationRequest("/", Owner("vm", "a"), "nic0"),
+        AllocationRequest("/", Owner("vm", "b"), "nic0", MacAddress(0x020000000100)),
+    )
+    planned = [p.mac for p in forecast.planned]
+    _allocate(pools, "/", "meanwhile", 0x020000000200)
+    with pools.session() as s:
+        revision = s.scalars(select(Pool.revision).where(Pool.is_default.is_(True))).one()
+    with pools.session(write=True) as s:
+        forecast.write(s)
+    with pools.session() as s:
+        rows = {
+            r.owner_name: r.mac for r in s.execute(select(Allocation.owner_name, Allocation.mac))
+        }
+        pool = s.scalars(select(Pool).where(Pool.is_default.is_(True))).one()
+        assert pool.held_count == 3 and pool.revision == revision + 2
+        changes = s.scalars(
+            select(PoolChange.mac)
+            .where(PoolChange.pool_id == pool.id)
+            .order_by(PoolChange.revision)
+        ).all()
+    assert rows == {"a": planned[0], "b": 0x020000000100, "meanwhile": 0x020000000200}
+    # The pool's change history: the allocation meanwhile, then the plan's two MACs on top.
+    assert changes[-3] == 0x020000000200
+    assert sorted(changes[-2:]) == sorted([planned[0], 0x020000000100])
+    _no_duplicates(pools)
+    # The process's index of the pool follows: the next allocation takes none of these MACs.
+    taken = _allocate(pools, "/", "next")
+    with pools.session() as s:
+        assert s.get(Allocation, taken).mac not in rows.values()
+
+
+def test_a_warning_due_after_allocations_meanwhile_is_stale(pools: Database) -> None:
+    forecast = _plan(
+        pools,
+        AllocationRequest("/strict", Owner("vm", "a"), "nic0", MacAddress(BLOCKS["strict"] + 7)),
+    )
+    _allocate(pools, "/strict", "meanwhile", BLOCKS["strict"] + 1)
+    _write_stale(pools, forecast)  # 8 MACs: at or below the low threshold, a warning may be due

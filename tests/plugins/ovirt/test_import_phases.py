@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
 from manager.core.mac import MacAddress
-from manager.db import Allocation, Database
-from manager.services import allocate_mac, create_pool, create_scope
+from manager.db import Allocation, Database, Pool
+from manager.services import add_range, allocate_mac, create_pool, create_scope
 from manager.services import bulk_allocations as bulk_module
 from plugins.ovirt.importer import (
     PLAN_ATTEMPTS,
@@ -222,23 +222,51 @@ def test_a_stale_plan_with_reassignment_gets_a_new_mac(db: Database) -> None:
 
 def test_plans_stale_every_time_are_made_in_the_lock(db: Database, steps: list[str]) -> None:
     _prepare_estate(db)
+    with db.session(write=True) as s:
+        create_pool(s, Actor("t"), name="edited", ranges=["0c:00:00:00:00:00-0c:00:00:00:00:0f"])
     steps.clear()
     units = Units(db, steps)
 
-    def allocate_in_the_same_pool(attempt: int) -> None:
+    def edit_a_range(attempt: int) -> None:  # bumps the topology generation
         with db.session(write=True) as s:
-            allocate_mac(
-                s, Actor("api"), scope="/dc1", owner=Owner("vm", f"api{attempt}"), interface="e"
-            )
+            edited = s.scalars(select(Pool).where(Pool.name == "edited")).one()
+            mac = f"0c:00:00:00:01:{attempt:02x}"
+            add_range(s, Actor("t"), edited.id, f"{mac}-{mac}")
 
-    units.before_write = allocate_in_the_same_pool  # takes 02:00:00:00:00:00, :01, …
-    report = _apply(units, _estate(*_vms(3, first=0x40)))
+    units.before_write = edit_a_range
+    report = _apply(units, _estate(*_vms(3)))
     assert report.applied and report.totals()["kept"] == 3
     expected = ["read", "step", "end", "write"] * PLAN_ATTEMPTS + ["write", "step", "end"]
     assert _phases(steps) == expected
     with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Allocation)) == 3 * 2
+
+
+def test_allocations_from_the_same_pool_meanwhile_do_not_stale_the_import(
+    db: Database, steps: list[str]
+) -> None:
+    _prepare_estate(db)
+    steps.clear()
+    units = Units(db, steps)
+
+    def allocate_in_the_same_pool(attempt: int) -> None:  # a MAC the plan does not take
+        with db.session(write=True) as s:
+            allocate_mac(
+                s,
+                Actor("api"),
+                scope="/dc1",
+                owner=Owner("vm", f"api{attempt}"),
+                interface="e",
+                mac=MacAddress(mac(f"02:00:00:00:00:f{attempt}")),
+            )
+
+    units.before_write = allocate_in_the_same_pool
+    report = _apply(units, _estate(*_vms(3, first=0x40)))
+    assert report.applied and report.totals()["kept"] == 3
+    assert _phases(steps) == ["read", "step", "end", "write", "end"]
+    with db.session() as s:
         macs = s.scalars(select(Allocation.mac)).all()
-    assert len(macs) == len(set(macs)) == 3 * 2 + PLAN_ATTEMPTS + 1
+    assert len(macs) == len(set(macs)) == 3 * 2 + 1
 
 
 def test_a_first_import_creating_pools_and_scopes_is_planned_in_the_lock(
