@@ -342,7 +342,7 @@ class _Batch:
         """
         requested = sorted({c.requested for c in checked if c.requested is not None})
         fresh = [mac for mac in requested if mac not in self.homes]
-        self.homes.update(homes_of(self.conn, fresh))
+        self.homes.update(self._homes_of(fresh))
         # Pools first: a concurrent identical request holds the same locks, so the owner
         # identities read next include what it committed (an idempotent answer, not a
         # unique-constraint failure).
@@ -358,6 +358,9 @@ class _Batch:
         self.held.update(self._read_held([mac for mac in fresh if mac not in self.held]))
         order = [i for i, c in enumerate(checked) if c.requested is not None]
         return order + [i for i, c in enumerate(checked) if c.requested is None]
+
+    def _homes_of(self, macs: Sequence[int]) -> dict[int, int]:
+        return homes_of(self.conn, macs)
 
     def _read_held(self, macs: Sequence[int]) -> set[int]:
         return _held(self.conn, macs)

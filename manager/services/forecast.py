@@ -110,6 +110,8 @@ class Planned:
 #: Whether a request refused with this error is planned again without its requested MAC.
 Retry = Callable[[int, MacPoolError], bool]
 Progress = Callable[[int, int], None]
+#: Creates the pools and scopes a plan assumed; (pools, scope ids) by made-up id.
+Topology = Callable[[], tuple[dict[int, Pool], dict[int, int]]]
 
 
 class _ForecastBatch(_Batch):
@@ -122,6 +124,8 @@ class _ForecastBatch(_Batch):
         #: MACs as (id, pool id), and as whole rows where a hand-over may move one.
         self.seen_holders: dict[int, list[tuple[int, int]]] = {}
         self.seen_rows: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+        #: Ranges of pools the plan assumes (not created yet): (start, end, made-up pool id).
+        self.planned_ranges: list[tuple[int, int, int]] = []
 
     def lock(self, pool_ids: set[int]) -> None:
         if self.locked:
@@ -141,6 +145,14 @@ class _ForecastBatch(_Batch):
 
     def _read_held(self, macs: Sequence[int]) -> set[int]:
         return _held(self.conn, macs, lock=self.locked)
+
+    def _homes_of(self, macs: Sequence[int]) -> dict[int, int]:
+        found = super()._homes_of(macs)
+        for mac in macs:
+            for start, end, pool_id in self.planned_ranges:
+                if start <= mac <= end:
+                    found[mac] = pool_id
+        return found
 
     def _index(self, state: _PoolState) -> tuple[RangeSet, HeldIndex]:
         if self.locked:
@@ -205,6 +217,17 @@ class Forecast:
         self.planned: list[Planned] = []
         self._done = False
 
+    def assume(self, pools: Sequence[Pool]) -> None:
+        """Plan with pools that do not exist yet (transient, made-up negative ids, their ranges
+        set, from :func:`~manager.services.pools.planned_pool`), as if created empty-handed
+        now; :meth:`write` creates them first (its ``topology``)."""
+        batch = self._batch
+        for pool in pools:
+            if pool.id is None or pool.id >= 0:
+                raise ValueError("an assumed pool has a made-up negative id")
+            batch.pools[pool.id] = _PoolState(pool, (0, 0), None, pool.held_count, False)
+            batch.planned_ranges.extend((r.start_mac, r.end_mac, pool.id) for r in pool.ranges)
+
     def __len__(self) -> int:
         """How many new allocations the plan writes."""
         return len(self._batch.rows)
@@ -215,6 +238,7 @@ class Forecast:
         *,
         retry: Retry | None = None,
         progress: Progress | None = None,
+        targets: Sequence[tuple[Scope, int]] | None = None,
     ) -> list[Planned]:
         """Plan every request; per request (in order) what the kernel does with it.
 
@@ -222,14 +246,19 @@ class Forecast:
         planned as :func:`~manager.services.bulk_allocations.allocate_macs` plans them: first
         every request naming a MAC, then every automatic one, each in request order. A refused
         request naming a MAC for which ``retry`` answers True is planned again without it, with
-        the automatic ones (in request order).
+        the automatic ones (in request order). ``targets``: each request's scope and effective
+        pool id, when the caller resolved them in this transaction (or planned them).
         """
         if self.planned:
             raise RuntimeError("a forecast plans one batch")
         batch = self._batch
         planned: list[Planned] = [Planned() for _ in requests]
-        refs = _scope_refs(requests)
-        resolved = scopes_and_pool_ids(batch.session, refs.unique)
+        if targets is None:
+            refs = _scope_refs(requests)
+            found = scopes_and_pool_ids(batch.session, refs.unique)
+            resolved = [found[ref] for ref in refs.of_request]
+        else:
+            resolved = list(targets)
         valid: dict[int, tuple[CheckedRequest, tuple[Scope, int]]] = {}
         for i, request in enumerate(requests):
             try:
@@ -237,7 +266,7 @@ class Forecast:
             except MacPoolError as exc:
                 planned[i] = Planned(error=exc)
                 continue
-            target = resolved[refs.of_request[i]]
+            target = resolved[i]
             if isinstance(target, MacPoolError):
                 planned[i] = Planned(error=target)
                 continue
@@ -308,8 +337,12 @@ class Forecast:
         self._requested = sorted({c.requested for c, _ in steps if c.requested is not None})
         self._held_before = {mac for mac in self._requested if mac in batch.held}
 
-    def write(self, session: Session) -> None:
+    def write(self, session: Session, *, topology: Topology | None = None) -> None:
         """Write the plan in ``session``'s transaction (see the module docstring).
+
+        ``topology``: called once the plan is verified, creates the pools and scopes the plan
+        assumed and returns their real ids by made-up id (pools, scopes); the plan's rows
+        then refer to those.
 
         Raises :class:`StalePlan` (nothing written) when something the plan depended on
         changed since; the caller rolls back and plans again.
@@ -320,11 +353,16 @@ class Forecast:
         conn = connection(session)
         if not self.locked:
             # Pools first, as the kernel locks them: a concurrent identical request waits.
-            fresh = lock_pools(session, list(batch.pools), load_ranges=False)
+            stored = [pool_id for pool_id in batch.pools if pool_id > 0]
+            fresh = lock_pools(session, stored, load_ranges=False)
             self._verify(conn, fresh)
-            for pool_id, state in batch.pools.items():
-                state.pool = fresh[pool_id]
+            for pool_id in stored:
+                batch.pools[pool_id].pool = fresh[pool_id]
             batch.session, batch.conn = session, conn
+        if topology is not None:
+            pools, scopes = topology()
+            self._adopt(session, pools, scopes)
+        conn = connection(session)
         try:
             batch.write(objects=False, savepoint=True)
         except MacInUse as exc:  # a constraint caught a change the checks could not see
@@ -335,12 +373,35 @@ class Forecast:
             ) from exc
         self._done = True
 
+    def _adopt(self, session: Session, pools: dict[int, Pool], scopes: dict[int, int]) -> None:
+        """Point the plan at the pools and scopes just created for it."""
+        batch = self._batch
+        ids = {planned: pool.id for planned, pool in pools.items()}
+        for planned, pool in pools.items():
+            state = batch.pools.pop(planned)
+            if pool.held_count != state.held_count:
+                raise StalePlan(f"MACs in the ranges of pool '{pool.name}' changed meanwhile.")
+            state.pool, state.base = pool, (pool.revision, pool.index_token)
+            batch.pools[pool.id] = state
+        for _, row, _, _ in batch.rows:
+            row["pool_id"] = ids.get(row["pool_id"], row["pool_id"])
+            row["scope_id"] = scopes.get(row["scope_id"], row["scope_id"])
+        batch.homes = {mac: ids.get(pool_id, pool_id) for mac, pool_id in batch.homes.items()}
+        batch.fresh = [(ids.get(pool_id, pool_id), mac) for pool_id, mac in batch.fresh]
+        named = {str(planned): str(real) for planned, real in ids.items()}
+        for event in batch.events:
+            if event["target_type"] == "pool" and event["target_id"] in named:
+                event["target_id"] = named[event["target_id"]]
+        batch.bound = None  # bound with the made-up ids: bound again by the write
+
     def _verify(self, conn: Connection, fresh: dict[int, Pool]) -> None:
         """Raise :class:`StalePlan` unless what the plan read is what ``conn`` reads now."""
         batch = self._batch
         if current(conn) != self.generation:
             raise StalePlan("Scopes, pools or ranges changed while the batch was planned.")
         for pool_id, state in batch.pools.items():
+            if pool_id < 0:
+                continue  # created by the write
             now = fresh.get(pool_id)
             if now is None:
                 raise StalePlan(

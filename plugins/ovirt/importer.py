@@ -21,14 +21,15 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
-from manager.core.errors import Conflict, InvalidScope
-from manager.db import Scope
-from manager.services import Forecast, StalePlan, get_scope, record_event, resolve_pool
+from manager.core.errors import Conflict, InvalidScope, MacPoolError
+from manager.db import Pool, Scope
+from manager.services import Forecast, StalePlan, get_scope, record_event
 from plugins.ovirt.errors import locate
-from plugins.ovirt.mapping import Mapped, TopologyChange, map_pools, map_scopes
+from plugins.ovirt.mapping import Mapped, TopologyChange, effective_pool, map_pools, map_scopes
 from plugins.ovirt.nics import NicAllocator, Target, target_for
 from plugins.ovirt.records import OvirtExport, OvirtVm
 from plugins.ovirt.report import ImportReport
@@ -92,7 +93,7 @@ def _place(
             homeless.append(vm)
             continue
         if scope.id not in targets:
-            targets[scope.id] = target_for(scope, resolve_pool(session, scope).pool)
+            targets[scope.id] = target_for(scope, effective_pool(session, scope, mapped))
         placed.append((vm, targets[scope.id]))
     if homeless:
         names = ", ".join(locate(vm.source, vm=vm.label) for vm in homeless[:_SHOWN])
@@ -112,7 +113,8 @@ class _Plan:
 
     report: ImportReport
     forecast: Forecast
-    #: The pools' and scopes' outcomes and each VM's scope and pool, for the write to check.
+    mapped: Mapped
+    #: What the VMs' placement depends on (see :func:`_map`), for the write to check.
     mapping: tuple[object, ...]
 
 
@@ -161,7 +163,8 @@ def _plan(
     allocator = NicAllocator(
         session, actor, reassign_bad_macs=options.reassign_bad_macs, report=report, locked=locked
     )
-    return _Plan(report, allocator.plan(placed, progress=progress), found)
+    forecast = allocator.plan(placed, progress=progress, planned_pools=mapped.planned_pools)
+    return _Plan(report, forecast, mapped, found)
 
 
 def _write(
@@ -175,7 +178,13 @@ def _write(
     verify: bool,
 ) -> None:
     """Write a planned import and its audit event (``verify``: check the mapping first)."""
-    if verify:
+    if not verify:
+        plan.forecast.write(session)
+    elif plan.mapped.planned_pools or plan.mapped.planned_scopes:
+        plan.forecast.write(
+            session, topology=lambda: _create_topology(session, actor, export, plan, options)
+        )
+    else:
         scratch = ImportReport(dry_run=True, reassign_bad_macs=options.reassign_bad_macs)
         try:
             _, _, found = _map(session, actor, export, scratch, options=options, writes=False)
@@ -183,7 +192,7 @@ def _write(
             raise StalePlan("Pools or scopes changed while the import was planned.") from exc
         if found != plan.mapping:
             raise StalePlan("Pools or scopes changed while the import was planned.")
-    plan.forecast.write(session)
+        plan.forecast.write(session)
     record_event(
         session,
         actor,
@@ -195,6 +204,51 @@ def _write(
             "reassign_bad_macs": options.reassign_bad_macs,
             "totals": plan.report.totals(),
         },
+    )
+
+
+def _create_topology(
+    session: Session, actor: Actor, export: OvirtExport, plan: _Plan, options: ImportOptions
+) -> tuple[dict[int, Pool], dict[int, int]]:
+    """Create the pools and scopes the plan assumed (the write's first step); the created
+    pools and scope ids by the plan's made-up ids. Mapped otherwise than planned: stale."""
+    scratch = ImportReport(dry_run=True, reassign_bad_macs=options.reassign_bad_macs)
+    try:
+        mapped, _, found = _map(session, actor, export, scratch, options=options, writes=True)
+    except MacPoolError as exc:  # planned without error: something changed meanwhile
+        raise StalePlan(f"Mapping the export failed after it was planned: {exc}") from exc
+    if scratch.pools != plan.report.pools or scratch.scopes != plan.report.scopes:
+        raise StalePlan("Pools or scopes changed while the import was planned.")
+    planned = plan.mapped
+    pools = {
+        pool.id: mapped.pools[ovirt_id] for ovirt_id, pool in planned.pools.items() if pool.id < 0
+    }
+    paths = [s.path for s in planned.planned_scopes]
+    created = dict(session.execute(select(Scope.path, Scope.id).where(Scope.path.in_(paths))).all())
+    if len(created) != len(paths):
+        raise StalePlan("Scopes changed while the import was planned.")
+    scopes = {s.id: created[s.path] for s in planned.planned_scopes}
+    pool_ids = {k: v.id for k, v in pools.items()}
+    expected = _translated(plan.mapping, pool_ids, scopes)
+    if found != expected:
+        raise StalePlan("Pools or scopes changed while the import was planned.")
+    return pools, scopes
+
+
+def _translated(
+    found: tuple[object, ...], pools: dict[int, int], scopes: dict[int, int]
+) -> tuple[object, ...]:
+    """A mapping fingerprint (see :func:`_map`) with made-up ids replaced by created ones."""
+    outcomes_pools, outcomes_scopes, by_pool, by_cluster, by_name, fallback = found
+    assert isinstance(by_pool, dict) and isinstance(by_cluster, dict)
+    assert isinstance(by_name, dict)
+    return (
+        outcomes_pools,
+        outcomes_scopes,
+        {k: pools.get(v, v) for k, v in by_pool.items()},
+        {k: scopes.get(v, v) for k, v in by_cluster.items()},
+        {k: [scopes.get(v, v) for v in ids] for k, ids in by_name.items()},
+        fallback,
     )
 
 

@@ -20,6 +20,7 @@ Rules (DESIGN §6):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -29,9 +30,17 @@ from manager.core.actor import Actor
 from manager.core.errors import InvalidInput, MacPoolError, NameInUse
 from manager.core.ranges import MacRange, RangeSet
 from manager.db import Pool, Scope
-from manager.services import assign_pool, create_pool, get_default_pool, get_scope
+from manager.services import (
+    assign_pool,
+    create_pool,
+    create_scope,
+    get_default_pool,
+    get_scope,
+    planned_pool,
+    planned_scope,
+    resolve_pool,
+)
 from manager.services.index_cache import pool_ranges
-from manager.services.scopes import create_scope
 from plugins.ovirt.errors import locate
 from plugins.ovirt.records import (
     Notice,
@@ -53,12 +62,26 @@ class TopologyChange(Exception):
 
 @dataclass(slots=True)
 class Mapped:
-    """What the export's objects became: pools by oVirt pool id, scopes by cluster id/name."""
+    """What the export's objects became: pools by oVirt pool id, scopes by cluster id/name.
+
+    Mapped without writing, pools and scopes to be created are *planned*: transient objects
+    with made-up negative ids (``planned_pools``, ``planned_scopes``), created by the write.
+    """
 
     pools: dict[str, Pool] = field(default_factory=dict)
     default_pool: Pool | None = None
     clusters: dict[str, Scope] = field(default_factory=dict)
     clusters_by_name: dict[str, list[Scope]] = field(default_factory=dict)
+    planned_pools: list[Pool] = field(default_factory=list)
+    planned_scopes: list[Scope] = field(default_factory=list)
+
+    def planned_pool_named(self, name: str) -> Pool | None:
+        return next((p for p in self.planned_pools if p.name_key == name.lower()), None)
+
+    def planned_child(self, parent: Scope, name: str) -> Scope | None:
+        return next(
+            (s for s in self.planned_scopes if s.parent_id == parent.id and s.name == name), None
+        )
 
 
 def _prefixed(exc: MacPoolError, where: str) -> MacPoolError:
@@ -76,7 +99,13 @@ def _by_name(session: Session, name: str) -> Pool | None:
 
 
 def _map_pool(
-    session: Session, actor: Actor, pool: OvirtPool, report: ImportReport, *, writes: bool
+    session: Session,
+    actor: Actor,
+    pool: OvirtPool,
+    report: ImportReport,
+    *,
+    mapped: Mapped,
+    writes: bool,
 ) -> Pool | None:
     where = locate(pool.source) + f", MAC pool '{pool.name}'"
     ranges = RangeSet(MacRange(r.start, r.end) for r in pool.ranges)
@@ -112,7 +141,7 @@ def _map_pool(
                 )
             )
             name = renamed
-    existing = _by_name(session, name)
+    existing = _by_name(session, name) or mapped.planned_pool_named(name)
     if existing is not None:
         if _same(existing, ranges, pool.allow_duplicates):
             outcome("unchanged", existing.name)
@@ -125,7 +154,7 @@ def _map_pool(
             details={"pool": existing.name, "pool_id": existing.id, "source": pool.source},
         )
     if not writes:
-        raise TopologyChange(f"MAC pool '{name}' would be created")
+        return _plan_pool(session, pool, name, ranges, where, mapped, outcome)
     try:
         created = create_pool(
             session,
@@ -141,6 +170,41 @@ def _map_pool(
     return created
 
 
+def _plan_pool(
+    session: Session,
+    pool: OvirtPool,
+    name: str,
+    ranges: RangeSet,
+    where: str,
+    mapped: Mapped,
+    outcome: Callable[[str, str], None],
+) -> Pool:
+    """The pool to create, checked as creating it checks it, not written."""
+    for other in mapped.planned_pools:
+        if any(_overlaps(other, r) for r in ranges):
+            # Creating it would be refused (an overlap with another pool of the export): the
+            # import is mapped in the write transaction, which raises the services' error.
+            raise TopologyChange(f"MAC pool '{name}' overlaps pool '{other.name}'")
+    try:
+        planned = planned_pool(
+            session,
+            name=name,
+            ranges=list(ranges),
+            description=pool.description or f"Imported from oVirt (pool {pool.id}).",
+            allow_duplicates=pool.allow_duplicates,
+        )
+    except MacPoolError as exc:
+        raise _prefixed(exc, where) from exc
+    planned.id = -1 - len(mapped.planned_pools)
+    mapped.planned_pools.append(planned)
+    outcome("created", planned.name)
+    return planned
+
+
+def _overlaps(pool: Pool, rng: MacRange) -> bool:
+    return any(r.start <= rng.end and rng.start <= r.end for r in pool_ranges(pool))
+
+
 def map_pools(
     session: Session,
     actor: Actor,
@@ -151,10 +215,10 @@ def map_pools(
 ) -> Mapped:
     """Create or reuse a pool for every oVirt pool; returns them by oVirt pool id.
 
-    ``writes=False``: raise :class:`TopologyChange` instead of creating a pool."""
+    ``writes=False``: plan the pools to create instead (see :class:`Mapped`)."""
     mapped = Mapped()
     for pool in export.pools:
-        target = _map_pool(session, actor, pool, report, writes=writes)
+        target = _map_pool(session, actor, pool, report, mapped=mapped, writes=writes)
         if target is not None:
             mapped.pools[pool.id] = target
             if pool.default_pool:
@@ -190,15 +254,30 @@ def _ensure(
     pool: Pool | None,
     source: str,
     report: ImportReport,
+    mapped: Mapped,
     writes: bool,
 ) -> Scope:
     where = locate(source) + f", {kind} '{name}'"
     found = session.scalars(
         select(Scope).where(Scope.parent_id == parent.id, Scope.name == name)
-    ).first()
+    ).first() or mapped.planned_child(parent, name)
+    if found is None and not writes:
+        try:
+            planned = planned_scope(
+                session,
+                kind=kind,
+                name=name,
+                parent=parent,
+                pool_id=None if pool is None else pool.id,
+                description="Imported from oVirt.",
+            )
+        except MacPoolError as exc:
+            raise _prefixed(exc, where) from exc
+        planned.id = -1 - len(mapped.planned_scopes)
+        mapped.planned_scopes.append(planned)
+        report.scopes.append(ScopeOutcome(planned.path, kind, "created", _name(pool)))
+        return planned
     if found is None:
-        if not writes:
-            raise TopologyChange(f"{kind} scope '{name}' would be created")
         try:
             scope = create_scope(
                 session,
@@ -219,7 +298,7 @@ def _ensure(
             details={"path": found.path, "source": source},
         )
     if pool is None or found.pool_id == pool.id:
-        current = None if found.pool_id is None else session.get(Pool, found.pool_id)
+        current = None if found.pool_id is None else _pool(session, mapped, found.pool_id)
         report.scopes.append(ScopeOutcome(found.path, kind, "unchanged", _name(current)))
     elif found.pool_id is None:
         if not writes:
@@ -227,7 +306,7 @@ def _ensure(
         assign_pool(session, actor, found, pool.id)
         report.scopes.append(ScopeOutcome(found.path, kind, "assigned", pool.name))
     else:
-        current = session.get(Pool, found.pool_id)
+        current = _pool(session, mapped, found.pool_id)
         message = (
             f"scope {found.path} already uses pool '{_name(current)}'; the export assigns "
             f"'{pool.name}'. The scope keeps '{_name(current)}'."
@@ -235,6 +314,28 @@ def _ensure(
         report.scopes.append(ScopeOutcome(found.path, kind, "kept", _name(current), message))
         report.warnings.append(Notice(source, NoticeKind.SCOPE_POOL_KEPT, message))
     return found
+
+
+def _pool(session: Session, mapped: Mapped, pool_id: int) -> Pool | None:
+    """A pool by id, planned ones included."""
+    if pool_id < 0:
+        return next(p for p in mapped.planned_pools if p.id == pool_id)
+    return session.get(Pool, pool_id)
+
+
+def effective_pool(session: Session, scope: Scope, mapped: Mapped) -> Pool:
+    """The pool a scope's allocations take MACs from, planned scopes and pools included."""
+    planned = {s.id: s for s in mapped.planned_scopes}
+    while scope.id < 0:
+        if scope.pool_id is not None:
+            found = _pool(session, mapped, scope.pool_id)
+            assert found is not None  # a foreign key will guarantee it
+            return found
+        assert scope.parent_id is not None  # only the engine scope has none
+        parent = planned.get(scope.parent_id) or session.get(Scope, scope.parent_id)
+        assert parent is not None
+        scope = parent
+    return resolve_pool(session, scope).pool
 
 
 def _name(pool: Pool | None) -> str | None:
@@ -252,7 +353,8 @@ def map_scopes(
 ) -> None:
     """Create or reuse a scope for every data center and cluster, with their pools.
 
-    ``writes=False``: raise :class:`TopologyChange` instead of creating or changing a scope."""
+    ``writes=False``: plan the scopes to create instead (see :class:`Mapped`); a scope whose
+    pool would change raises :class:`TopologyChange`."""
     root = get_scope(session, ROOT_PATH)
     dcs: dict[str, tuple[Scope, Pool | None]] = {}
     for dc in export.data_centers:
@@ -272,6 +374,7 @@ def map_scopes(
             pool=pool,
             source=dc.source,
             report=report,
+            mapped=mapped,
             writes=writes,
         )
         dcs[dc.id] = (scope, pool)
@@ -327,10 +430,18 @@ def _map_cluster(
         pool=pool,
         source=cluster.source,
         report=report,
+        mapped=mapped,
         writes=writes,
     )
     mapped.clusters[cluster.id] = scope
     mapped.clusters_by_name.setdefault(cluster.name, []).append(scope)
 
 
-__all__ = ["RENAMED_PREFIX", "Mapped", "TopologyChange", "map_pools", "map_scopes"]
+__all__ = [
+    "RENAMED_PREFIX",
+    "Mapped",
+    "TopologyChange",
+    "effective_pool",
+    "map_pools",
+    "map_scopes",
+]

@@ -110,11 +110,19 @@ class NicAllocator:
         self.locked = locked
 
     def plan(
-        self, placed: Sequence[tuple[OvirtVm, Target]], *, progress: Progress | None = None
+        self,
+        placed: Sequence[tuple[OvirtVm, Target]],
+        *,
+        progress: Progress | None = None,
+        planned_pools: Sequence[Pool] = (),
     ) -> Forecast:
-        """Plan every NIC of every VM (in ``placed`` order), fill the report, return the plan."""
+        """Plan every NIC of every VM (in ``placed`` order), fill the report, return the plan.
+
+        ``planned_pools``: pools the import creates when it is written (made-up ids), which
+        targets may use."""
         nics: list[_Nic] = []
         requests: list[AllocationRequest] = []
+        targets: list[tuple[Scope, int]] = []
         for vm, target in placed:
             outcome = VmOutcome(vm.label, vm.id, vm.source, target.scope.path, target.pool.name)
             self.report.vms.append(outcome)
@@ -130,10 +138,12 @@ class NicAllocator:
                         mac=None if nic.mac is None else MacAddress(nic.mac),
                     )
                 )
+                targets.append((target.scope, target.pool.id))
         forecast = Forecast(self.session, self.actor, locked=self.locked, in_range_only=True)
+        forecast.assume(planned_pools)
         retry = (lambda _i, error: _bad(error)) if self.reassign else None
         try:
-            planned = forecast.plan(requests, retry=retry, progress=progress)
+            planned = forecast.plan(requests, retry=retry, progress=progress, targets=targets)
         except BaseException:
             forecast.discard()
             raise

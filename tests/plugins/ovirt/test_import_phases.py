@@ -16,8 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
+from manager.core.errors import NameInUse, RangeOverlap
 from manager.core.mac import MacAddress
-from manager.db import Allocation, Database, Pool
+from manager.db import Allocation, Database, Pool, Scope
 from manager.services import add_range, allocate_mac, create_pool, create_scope
 from manager.services import bulk_allocations as bulk_module
 from plugins.ovirt.importer import (
@@ -29,9 +30,10 @@ from plugins.ovirt.importer import (
 )
 from plugins.ovirt.records import OvirtExport
 from plugins.ovirt.report import ImportReport
+from tests.services.recount import recount, stored
 
 from .conftest import IMPORT_DEFAULT_RANGE
-from .factories import cluster, dc, export, mac, pool, vm
+from .factories import cluster, counts, dc, export, mac, pool, vm
 
 EAST = pool("p-east", "east", "02:00:00:00:00:00-02:00:00:00:00:ff")
 
@@ -269,40 +271,105 @@ def test_allocations_from_the_same_pool_meanwhile_do_not_stale_the_import(
     assert len(macs) == len(set(macs)) == 3 * 2 + 1
 
 
-def test_a_first_import_creating_pools_and_scopes_is_planned_in_the_lock(
+def test_a_first_import_plans_its_pools_and_scopes_before_the_write(
     db: Database, steps: list[str]
 ) -> None:
+    """Pools and scopes to create are planned (not written) with the NICs; the short write
+    creates them, then the allocations."""
     report = _apply(Units(db, steps), _estate(*_vms(2)))
     assert report.applied and report.totals()["pools_created"] == 1
-    assert _phases(steps) == ["read", "end", "write", "step", "end"]
+    assert report.totals()["scopes_created"] == 2 and report.totals()["kept"] == 2
+    assert _phases(steps) == ["read", "step", "end", "write", "end"]
+    with db.session() as s:
+        rows = s.execute(
+            select(Allocation.mac, Scope.path, Pool.name)
+            .join(Scope, Scope.id == Allocation.scope_id)
+            .join(Pool, Pool.id == Allocation.pool_id)
+        ).all()
+        assert sorted((p, n) for _, p, n in rows) == [("/dc1/c1", "east")] * 4
+        assert recount(s) == stored(s)
+        assert s.scalars(select(Pool.held_count).where(Pool.name == "east")).one() == 4
 
 
+def test_a_first_import_dry_run_writes_nothing(db: Database, steps: list[str]) -> None:
+    with db.session() as s:
+        before = counts(s)
+    report = import_in_phases(
+        Units(db, steps), Actor("importer"), _estate(*_vms(2)), options=ImportOptions()
+    )
+    assert report.totals()["pools_created"] == 1 and report.totals()["kept"] == 2
+    assert "write" not in steps
+    with db.session() as s:
+        assert counts(s) == before
+
+
+def test_a_pool_created_meanwhile_is_seen_by_the_next_plan(db: Database) -> None:
+    """Between plan and write, someone creates a pool of the same name with other ranges:
+    the write is stale, and the next plan refuses the import as mapping it in one go would."""
+    log: list[str] = []
+    units = Units(db, log)
+
+    def create(attempt: int) -> None:
+        if attempt == 1:
+            with db.session(write=True) as s:
+                create_pool(
+                    s, Actor("t"), name="EAST", ranges=["0c:00:00:00:00:00-0c:00:00:00:00:ff"]
+                )
+
+    units.before_write = create
+    with pytest.raises(NameInUse, match="a pool named 'EAST' already exists with other ranges"):
+        _apply(units, _estate(*_vms(2)))
+    assert log == ["read", "end", "write", "read"]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Allocation)) == 0
+        assert s.scalars(select(Scope.path).where(Scope.path.like("/dc1%"))).all() == []
+
+
+def test_pools_of_the_export_overlapping_each_other_are_mapped_in_the_lock(
+    db: Database, steps: list[str]
+) -> None:
+    data = export(
+        pools=[EAST, pool("p-west", "west", "02:00:00:00:00:80-02:00:00:00:01:ff")],
+        data_centers=[dc("dc-1", "dc1", "p-east")],
+        clusters=[cluster("c-1", "c1", dc_id="dc-1")],
+        vms=_vms(1),
+    )
+    with pytest.raises(RangeOverlap, match="overlaps pool 'east'"):
+        _apply(Units(db, steps), data)
+    assert _phases(steps) == ["read", "end", "write"]
+
+
+@pytest.mark.parametrize("first", [False, True])
 @pytest.mark.parametrize("reassign", [False, True])
-def test_phases_and_one_transaction_report_the_same(database: Database, reassign: bool) -> None:
+def test_phases_and_one_transaction_report_the_same(
+    database: Database, reassign: bool, first: bool
+) -> None:
     """The same mix of kept, new, in-use, outside-pool, existing and twin NICs, imported by
     ``import_in_phases`` and by ``run_import`` in one transaction: the same report."""
     from manager.services import bootstrap
 
     with database.session(write=True) as s:
         bootstrap(s, default_range=IMPORT_DEFAULT_RANGE)
-    _prepare_estate(database)
+    if not first:
+        _prepare_estate(database)
     with database.session(write=True) as s:
         allocate_mac(
             s,
             Actor("api"),
-            scope="/dc1",
+            scope="/",
             owner=Owner("vm", "holder"),
             interface="e",
             mac=MacAddress(mac("02:00:00:00:00:05")),
         )
-        allocate_mac(
-            s,
-            Actor("api"),
-            scope="/dc1/c1",
-            owner=Owner("ovirt-vm", "vm7", "v-7"),
-            interface="nic1",
-            mac=MacAddress(mac("02:00:00:00:00:70")),
-        )
+        if not first:
+            allocate_mac(
+                s,
+                Actor("api"),
+                scope="/dc1/c1",
+                owner=Owner("ovirt-vm", "vm7", "v-7"),
+                interface="nic1",
+                mac=MacAddress(mac("02:00:00:00:00:70")),
+            )
     data = _estate(
         *_vms(4),
         vm("v-5", "vm5", "02:00:00:00:00:05", cluster_id="c-1"),  # held elsewhere
