@@ -25,6 +25,10 @@ Anything changed raises :class:`StalePlan` and writes nothing; the caller plans 
 database constraints (a held MAC's primary key, the owner identity's unique key, a pool change's
 revision) stay the last guard: a violation during the write is a :class:`StalePlan` too.
 
+A plan may assume pools that do not exist yet (:meth:`Forecast.assume`: an import that brings
+its own pools plans them with its NICs); its write then creates them first, in the same short
+transaction, and the rows refer to the created pools and scopes.
+
 ``Forecast(..., locked=True)`` plans inside the caller's write transaction instead, with the
 kernel's locks and shared indexes (the plan cannot go stale): the fallback when planning ahead
 keeps failing.

@@ -21,7 +21,6 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
@@ -223,11 +222,7 @@ def _create_topology(
     pools = {
         pool.id: mapped.pools[ovirt_id] for ovirt_id, pool in planned.pools.items() if pool.id < 0
     }
-    paths = [s.path for s in planned.planned_scopes]
-    created = dict(session.execute(select(Scope.path, Scope.id).where(Scope.path.in_(paths))).all())
-    if len(created) != len(paths):
-        raise StalePlan("Scopes changed while the import was planned.")
-    scopes = {s.id: created[s.path] for s in planned.planned_scopes}
+    scopes = {s.id: get_scope(session, s.path).id for s in planned.planned_scopes}
     pool_ids = {k: v.id for k, v in pools.items()}
     expected = _translated(plan.mapping, pool_ids, scopes)
     if found != expected:
