@@ -22,7 +22,7 @@ from manager.services.allocations import (
 from manager.services.audit import list_events, record_event
 from manager.services.bootstrap import bootstrap
 from manager.services.common import Page
-from manager.services.forecast import Forecast, Planned, Prior, StalePlan
+from manager.services.forecast import Forecast, Planned, Prior, StalePlan, read_snapshot
 from manager.services.handovers import complete_handovers, describe_source, pending_handovers
 from manager.services.jobs import (
     finish_job,
@@ -110,6 +110,7 @@ __all__ = [
     "planned_pool",
     "planned_scope",
     "pool_statistics",
+    "read_snapshot",
     "record_event",
     "record_progress",
     "release_allocation",

@@ -452,6 +452,14 @@ class Forecast:
             self._done = True
 
 
+def read_snapshot(session: Session) -> None:
+    """Make the session's transaction read one snapshot throughout (call it first, before
+    any query): what a plan made ahead of its write must read. SQLite's transactions do;
+    PostgreSQL's need REPEATABLE READ (READ COMMITTED sees each commit as it happens)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def _public(prior: _Prior) -> Prior:
     return Prior(prior.mac, prior.id, prior.uid, prior.request)
 
@@ -476,4 +484,4 @@ def _scope_refs(requests: Sequence[AllocationRequest]) -> _Refs:
     return refs
 
 
-__all__ = ["Forecast", "Planned", "Prior", "StalePlan"]
+__all__ = ["Forecast", "Planned", "Prior", "StalePlan", "read_snapshot"]

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from manager.core.actor import Actor
 from manager.core.errors import Conflict, InvalidScope, MacPoolError
 from manager.db import Pool, Scope
-from manager.services import Forecast, StalePlan, get_scope, record_event
+from manager.services import Forecast, StalePlan, get_scope, read_snapshot, record_event
 from plugins.ovirt.errors import locate
 from plugins.ovirt.mapping import Mapped, TopologyChange, effective_pool, map_pools, map_scopes
 from plugins.ovirt.nics import NicAllocator, Target, target_for
@@ -300,6 +300,7 @@ def import_in_phases(
     """
     for attempt in range(1, PLAN_ATTEMPTS + 1):
         with units() as session:
+            read_snapshot(session)  # the plan reads one state of the database throughout
             try:
                 plan = _plan(
                     session, actor, export, options=options, locked=False, progress=progress

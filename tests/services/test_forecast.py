@@ -44,6 +44,7 @@ from manager.services import (
     bootstrap,
     create_pool,
     create_scope,
+    read_snapshot,
     release_allocation,
 )
 from manager.services import forecast as forecast_module
@@ -215,6 +216,7 @@ def test_forecast_is_what_its_write_stores_and_what_the_kernel_does(
 
 def _plan(database: Database, *requests: AllocationRequest) -> Forecast:
     with database.session() as s:
+        read_snapshot(s)
         forecast = Forecast(s, ACTOR)
         planned = forecast.plan(list(requests))
     assert all(p.error is None for p in planned), planned
@@ -427,3 +429,14 @@ def test_a_warning_due_after_allocations_meanwhile_is_stale(pools: Database) -> 
     )
     _allocate(pools, "/strict", "meanwhile", BLOCKS["strict"] + 1)
     _write_stale(pools, forecast)  # 8 MACs: at or below the low threshold, a warning may be due
+
+
+def test_a_plan_reads_one_snapshot(pools: Database) -> None:
+    """A commit made while the plan reads is not seen by it (PostgreSQL: REPEATABLE READ)."""
+    with pools.session() as s:
+        read_snapshot(s)
+        forecast = Forecast(s, ACTOR)
+        _allocate(pools, "/strict", "meanwhile", BLOCKS["strict"])
+        planned = forecast.plan([AllocationRequest("/strict", Owner("vm", "a"), "nic0")])
+    assert planned[0].mac == BLOCKS["strict"]  # free in the snapshot the plan began with
+    _write_stale(pools, forecast)
