@@ -370,7 +370,7 @@ class Forecast:
         try:
             batch.write(objects=False, savepoint=True)
         except MacInUse as exc:  # a constraint caught a change the checks could not see
-            if exc.__cause__ is None:
+            if self.locked or exc.__cause__ is None:  # planned in the lock: the kernel's error
                 raise
             raise StalePlan(
                 "A MAC or owner identity of the plan was just taken by another request."

@@ -7,8 +7,8 @@ same thing whichever worker or replica serves it.
 The thread runs the very import a request would (:func:`~plugins.ovirt.importer.import_in_phases`,
 dry run or apply, on the kept upload); only where its outcome goes differs. Progress is written
 while the upload is read, at most once a second; while the import itself runs, the job says
-"importing" without a percentage: on SQLite the import holds the only write lock, and a
-second write (the progress) would wait for it.
+"importing" without a percentage: an import whose plan keeps going stale is planned inside the
+write lock, where a second write (the progress) would wait for it.
 """
 
 from __future__ import annotations
