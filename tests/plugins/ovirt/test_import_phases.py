@@ -12,6 +12,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -385,3 +387,92 @@ def test_phases_and_one_transaction_report_the_same(
         single = run_import(s, Actor("t"), data, options=options)
     assert phased.to_dict() == single.to_dict()
     assert phased.refused
+
+
+# --- property: the phases report what one transaction reports ----------------------------
+
+_MAC = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["02:00:00:00:00:0" + str(i) for i in range(6)] + ["0a:00:00:00:00:01", "0c:00:00:00:00:01"]
+    ),
+)
+_VM = st.tuples(st.sampled_from(["a", "b", "c", "d"]), st.lists(_MAC, min_size=1, max_size=3))
+_HELD = st.lists(
+    st.tuples(st.sampled_from(["/", "/dc1", "/dc1/c1"]), st.sampled_from(["x", "a", "b"]), _MAC),
+    max_size=5,
+)
+
+
+@pytest.fixture(scope="module")
+def prop_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+    from manager.db import Base
+
+    path = tmp_path_factory.mktemp("phases") / "macpool.db"
+    database = Database(f"sqlite:///{path}")
+    Base.metadata.create_all(database.engine)
+    yield database
+    database.dispose()
+
+
+def _empty(database: Database) -> None:
+    from sqlalchemy import delete, update
+
+    from manager.db import AuditEvent, HeldMac, PoolChange, PoolRange
+    from manager.services import bootstrap
+    from manager.services.index_cache import forget
+
+    with database.session(write=True) as s:
+        for model in (Allocation, HeldMac, AuditEvent, PoolChange):
+            s.execute(delete(model))
+        s.execute(update(Scope).values(pool_id=None))
+        paths = s.scalars(select(Scope.path).order_by(func.length(Scope.path).desc())).all()
+        for path in paths:  # children first
+            s.execute(delete(Scope).where(Scope.path == path))
+        s.execute(delete(PoolRange))
+        s.execute(delete(Pool))
+    with database.session(write=True) as s:
+        forget(s)
+        bootstrap(s, default_range=IMPORT_DEFAULT_RANGE)
+
+
+@settings(max_examples=30)
+@given(
+    vms=st.lists(_VM, min_size=1, max_size=5),
+    held=_HELD,
+    first=st.booleans(),
+    reassign=st.booleans(),
+)
+def test_phases_report_what_one_transaction_reports(
+    prop_db: Database,
+    vms: list[tuple[str, list[str | None]]],
+    held: list[tuple[str, str, str | None]],
+    first: bool,
+    reassign: bool,
+) -> None:
+    from manager.core.errors import MacPoolError
+
+    _empty(prop_db)
+    if not first:
+        _prepare_estate(prop_db)
+    for scope, owner, wanted in held:
+        try:
+            with prop_db.session(write=True) as s:
+                allocate_mac(
+                    s,
+                    Actor("api"),
+                    scope=scope,
+                    owner=Owner("ovirt-vm" if scope == "/dc1/c1" else "vm", owner, f"v-{owner}"),
+                    interface="nic1",
+                    mac=None if wanted is None else MacAddress(mac(wanted)),
+                )
+        except MacPoolError:
+            pass  # a scope of the estate that is not there yet, a MAC taken: no allocation
+    data = _estate(
+        *(vm(f"v-{i}", name, *macs, cluster_id="c-1") for i, (name, macs) in enumerate(vms))
+    )
+    options = ImportOptions(reassign_bad_macs=reassign)
+    phased = import_in_phases(Units(prop_db, []), Actor("t"), data, options=options)
+    with prop_db.session(write=True) as s:
+        single = run_import(s, Actor("t"), data, options=options)
+    assert phased.to_dict() == single.to_dict()
