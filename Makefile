@@ -38,7 +38,7 @@ test: lint
 
 ## Benchmarks (figures go to docs/BENCHMARKS.md by hand, with the date).
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench.run
+	tools/with-postgres.sh $(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .import_linter_cache test-artifacts

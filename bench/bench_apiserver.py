@@ -35,13 +35,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result, percentile, result
+from bench.common import Result, cpu_seconds, percentile, result
 from manager.config import Settings
+from plugins.kubernetes.settings import KubernetesSettings
 
 VMS = int(os.environ.get("BENCH_APISERVER_VMS", "400"))
 CONCURRENCY = (1, 8)
 WARMUP = 30
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def _vm(namespace: str, name: str) -> bytes:
@@ -49,18 +49,6 @@ def _vm(namespace: str, name: str) -> bytes:
     from tests.kube.objects import MASQUERADE, vm
 
     return json.dumps(vm(name, namespace, interfaces=[MASQUERADE])).encode()
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    """utime + stime of ``pids`` (processes that are gone count nothing)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / CLOCK_TICKS
 
 
 # --- the no-op webhook ---------------------------------------------------------------------------
@@ -147,6 +135,7 @@ def _pending(macpool: Any) -> int:
     from sqlalchemy import func, select
 
     from manager.db import Allocation
+    from manager.services.reservations import RESERVATION_KIND
 
     database = macpool.database()
     try:
@@ -156,6 +145,7 @@ def _pending(macpool: Any) -> int:
                     select(func.count())
                     .select_from(Allocation)
                     .where(Allocation.state == "pending")
+                    .where(Allocation.owner_kind != RESERVATION_KIND)  # MACs reserved ahead
                 )
                 or 0
             )
@@ -236,7 +226,7 @@ def run() -> list[Result]:
                 extra_env={
                     "MACPOOL_WORKERS": str(Settings.workers),
                     "MACPOOL_THREADS": str(Settings.threads),
-                    "MACPOOL_K8S_WAIT_TIME": str(Settings.k8s_wait_time),
+                    "MACPOOL_K8S_WAIT_TIME": str(KubernetesSettings.k8s_wait_time),
                     "MACPOOL_EXPIRE_INTERVAL": str(Settings.expire_interval),
                 },
             )

@@ -44,7 +44,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _env(data_dir: Path) -> dict[str, str]:
+def _env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MACPOOL_")}
     env.update(
         MACPOOL_DATA_DIR=str(data_dir),
@@ -52,17 +52,20 @@ def _env(data_dir: Path) -> dict[str, str]:
         MACPOOL_DEFAULT_RANGE=DEFAULT_RANGE,
         MACPOOL_LOG_LEVEL="WARNING",
     )
+    env.update(extra or {})
     return env
 
 
 @contextmanager
-def running_server(data_dir: Path) -> Iterator[str]:
-    """``macpool serve`` on a free loopback port; yields its base URL, stops it at the end."""
+def running_server(data_dir: Path, extra: dict[str, str] | None = None) -> Iterator[str]:
+    """``macpool serve`` on a free loopback port; yields its base URL, stops it at the end.
+
+    ``extra``: more settings (``MACPOOL_DATABASE_URL`` for a replica of a shared database)."""
     port = free_port()
     log = (data_dir / "serve.log").open("w")
     proc = subprocess.Popen(
         [str(MACPOOL), "serve", "--bind", f"127.0.0.1:{port}"],
-        env=_env(data_dir),
+        env=_env(data_dir, extra),
         cwd=REPO,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -94,11 +97,11 @@ def running_server(data_dir: Path) -> Iterator[str]:
         log.close()
 
 
-def create_token(data_dir: Path) -> str:
+def create_token(data_dir: Path, extra: dict[str, str] | None = None) -> str:
     """An operator token, made the way an operator would: ``macpool token create``."""
     out = subprocess.run(
         [str(MACPOOL), "token", "create", "--role", "operator", "--name", "bench", "--json"],
-        env=_env(data_dir),
+        env=_env(data_dir, extra),
         cwd=REPO,
         check=True,
         capture_output=True,

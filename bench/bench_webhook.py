@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result, latency_results, result
+from bench.common import Result, cpu_seconds, latency_results, result
 from manager.config import Settings
 
 #: Concurrent connections. 12 keep the server's 16 request threads (the default 2 workers x 8
@@ -122,6 +122,31 @@ def _client(
             errors += 1
     connection.close()
     results.put((count, errors, time.perf_counter() - start, latencies))
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the webhook's gunicorn master and workers)."""
+    pids = [pid]
+    for tid in Path(f"/proc/{pid}/task").iterdir():
+        children = (tid / "children").read_text().split()
+        for child in children:
+            pids.extend(_tree(int(child)))
+    return pids
+
+
+def _review_paths(port: int, ca: Path) -> dict[str, float]:
+    """The server's count of reviews by how they were answered (its /metrics)."""
+    context = ssl.create_default_context(cafile=str(ca))
+    connection = http.client.HTTPSConnection("localhost", port, context=context, timeout=30)
+    connection.request("GET", "/metrics")
+    text = connection.getresponse().read().decode()
+    connection.close()
+    paths: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("macpool_webhook_review_paths_total{"):
+            labels, value = line.rsplit(" ", 1)
+            paths[labels.split('path="', 1)[1].split('"', 1)[0]] = float(value)
+    return paths
 
 
 def _drive(
@@ -246,20 +271,49 @@ def run() -> list[Result]:
     ):
         port = int(webhook.url.rsplit(":", 1)[1])
         _drive(port, webhook.ca, "/mutate-virtualmachines", label="warm", seconds=WARMUP_SECONDS)
+        server = _tree(webhook.process.pid)
+        cpu = cpu_seconds(server)
         noop_rate, noop_errors, noop_latencies = _drive(
             port, webhook.ca, "/mutate-noop", label="noop", seconds=SECONDS
         )
+        noop_server = (cpu_seconds(server) - cpu) / (len(noop_latencies) or 1)
+        cpu = cpu_seconds(server)
+        before = _review_paths(port, webhook.ca)
         vm_rate, vm_errors, vm_latencies = _drive(
             port, webhook.ca, "/mutate-virtualmachines", label="max", seconds=SECONDS
         )
+        vm_server = (cpu_seconds(server) - cpu) / (len(vm_latencies) or 1)
+        after = _review_paths(port, webhook.ca)
+        answered = {path: after.get(path, 0) - before.get(path, 0) for path in after}
         half_rate, half_errors, half_latencies = _drive(
             port, webhook.ca, "/mutate-virtualmachines", label="half", seconds=SECONDS,
             rate=vm_rate / 2,
         )  # fmt: skip
+        final = _review_paths(port, webhook.ca)
+        answered_half = {path: final.get(path, 0) - after.get(path, 0) for path in final}
     errors = noop_errors + vm_errors + half_errors
     results.append(result("no-op reviews", noop_rate, "req/s", f"closed loop; {setup}"))
     results.append(result("VM CREATE reviews", vm_rate, "req/s", f"closed loop; {setup}"))
     results.append(result("VM/no-op ratio", vm_rate / noop_rate, "", "goal >= 0.6"))
+    for name, seconds in (("no-op", noop_server), ("VM CREATE", vm_server)):
+        results.append(
+            result(
+                f"server CPU per {name} review over HTTPS",
+                seconds * 1e6,
+                "µs",
+                "all gunicorn processes; TLS, HTTP and the recorder included",
+            )
+        )
+    for phase, counts in (("closed loop", answered), ("half rate", answered_half)):
+        total = sum(counts.values()) or 1
+        results.append(
+            result(
+                f"VM CREATE answered from reserved MACs, {phase}",
+                100 * counts.get("reserved", 0) / total,
+                "%",
+                ", ".join(f"{path} {count:.0f}" for path, count in sorted(counts.items())),
+            )
+        )
     results.append(result("VM CREATE at half rate", half_rate, "req/s", "open loop"))
     results.extend(latency_results("no-op closed loop latency", noop_latencies, setup))
     results.extend(latency_results("VM closed loop latency", vm_latencies, setup))

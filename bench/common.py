@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypedDict
 
 
@@ -38,3 +40,18 @@ def latency_results(name: str, samples_ns: Sequence[int], notes: str) -> list[Re
         result(f"{name} p99", percentile(ordered, 0.99) / 1000, "µs", detail),
         result(f"{name} max", ordered[-1] / 1000, "µs", detail),
     ]
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of ``pids`` (processes that are gone count nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / CLOCK_TICKS

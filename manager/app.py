@@ -41,7 +41,7 @@ def create_app(
         SESSION_COOKIE_SECURE=settings.secure_cookies,
         JSON_SORT_KEYS=False,
     )
-    db = database or Database(settings.effective_database_url)
+    db = database or Database.from_settings(settings)
     app.extensions[EXTENSION_KEY] = MacPoolState(settings=settings, database=db)
     _register_health(app)
     _register_optional(app)

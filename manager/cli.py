@@ -56,7 +56,7 @@ def db() -> None:
 def db_upgrade(ctx: CliContext, revision: str) -> None:
     """Apply migrations and create the default pool and admin account if missing."""
     from manager.migrate import current_revision, upgrade
-    from manager.serve import prepare
+    from manager.startup import prepare
 
     if revision == "head":
         database = prepare(ctx.settings, echo=click.echo)

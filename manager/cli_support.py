@@ -38,13 +38,12 @@ class CliContext:
     @property
     def database(self) -> Database:
         if self._database is None:
-            self._database = Database(self.settings.effective_database_url)
+            self._database = Database.from_settings(self.settings)
         return self._database
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         with self.database.session(write=write) as session:
-            session.info["low_threshold"] = self.settings.low_threshold
             yield session
 
     @property

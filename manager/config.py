@@ -1,20 +1,31 @@
 """Configuration: defaults, then an optional TOML file (``MACPOOL_CONFIG``), then ``MACPOOL_*``
 environment variables, then explicit overrides. Every value is validated once, at start, with
 one clear message per bad value. No Flask here.
+
+:class:`Settings` holds the core's settings. A plugin owns its settings: a
+:class:`PluginSettings` dataclass in the plugin, named by its plugin object's
+``settings_type``. Its fields are read from the same three sources under the same rules
+(``MACPOOL_<FIELD>``), validated at start with the core's, and kept in
+``Settings.plugin_settings`` under the plugin's name.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from manager.core.errors import InvalidInput, InvalidRange
 from manager.core.ranges import MacRange
+
+#: The entry point group plugins are installed under (see :mod:`manager.plugins`).
+PLUGIN_GROUP = "macpool.plugins"
 
 
 class ConfigError(InvalidInput):
@@ -37,24 +48,9 @@ class Settings:
     secure_cookies: bool = False
     expire_interval: float = 30.0
     log_level: str = "INFO"
-    webhook_bind: str = "0.0.0.0:8443"
-    webhook_cert: str = ""
-    webhook_key: str = ""
-    webhook_service: str = "macpool-webhook"
-    k8s_cluster_scope: str = "/kubernetes"
-    k8s_reconcile: str = "auto"
-    k8s_wait_time: int = 300
-    #: Seconds between checks of MacPool's own webhook certificates (rotated a day before expiry).
-    k8s_cert_check_interval: float = 3600.0
-    k8s_namespace: str = "macpool"
-    k8s_vm_mode: str = "opt-out"
-    k8s_pod_mode: str = "opt-in"
-    #: Label keys of a migrated VM: the source VM's id, the plan, the migration (Forklift's).
-    k8s_migration_labels: str = "vmID,plan,migration"
-    #: Answer VM CREATE reviews from MACs each webhook process reserved ahead (recorded within
-    #: ~0.1 s); false: every review writes its allocation before answering.
-    k8s_reserve_ahead: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: Each plugin's own settings (a :class:`PluginSettings`) by plugin name; a plugin missing
+    #: here uses its defaults (see :meth:`PluginSettings.of`).
+    plugin_settings: Mapping[str, PluginSettings] = field(default_factory=dict)
 
     @property
     def effective_database_url(self) -> str:
@@ -63,6 +59,45 @@ class Settings:
     @property
     def bind_host_port(self) -> tuple[str, int]:
         return parse_bind(self.bind, "MACPOOL_BIND")
+
+
+@dataclass(frozen=True)
+class PluginSettings:
+    """Base of a plugin's settings: a frozen dataclass whose fields are its setting names.
+
+    A field ``name`` is set by ``MACPOOL_NAME``, by ``name`` in the configuration file and by an
+    override ``name``, exactly like a core setting; names must not clash with the core's.
+    """
+
+    #: The plugin's name: its key in ``Settings.plugin_settings``.
+    plugin: ClassVar[str] = ""
+
+    def validated(self) -> Self:
+        """These settings checked (and normalized); :class:`ConfigError` names a bad value."""
+        return self
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        """This plugin's settings within ``settings`` (its defaults when none were given)."""
+        found = settings.plugin_settings.get(cls.plugin)
+        return found if isinstance(found, cls) else cls()
+
+    @classmethod
+    def within(cls, settings: Settings, **values: Any) -> Settings:
+        """``settings`` with some of this plugin's settings changed (and validated)."""
+        changed = replace(cls.of(settings), **values).validated()
+        return replace(settings, plugin_settings={**settings.plugin_settings, cls.plugin: changed})
+
+
+@functools.cache
+def plugin_settings_types() -> tuple[type[PluginSettings], ...]:
+    """The settings types of the installed plugins (their objects' ``settings_type``)."""
+    found = []
+    for entry in entry_points(group=PLUGIN_GROUP):
+        settings_type = getattr(entry.load(), "settings_type", None)
+        if isinstance(settings_type, type) and issubclass(settings_type, PluginSettings):
+            found.append(settings_type)
+    return tuple(found)
 
 
 def parse_bind(value: str, name: str) -> tuple[str, int]:
@@ -100,18 +135,14 @@ def _coerce(name: str, current: Any, raw: Any, *, label: str | None = None) -> A
 def validate(settings: Settings) -> Settings:
     """Check every value; raise :class:`ConfigError` naming the variable and the problem."""
     parse_bind(settings.bind, "MACPOOL_BIND")
-    parse_bind(settings.webhook_bind, "MACPOOL_WEBHOOK_BIND")
     if settings.default_range:
         try:
             MacRange.parse_text(settings.default_range)
         except InvalidRange as exc:
             raise ConfigError(f"MACPOOL_DEFAULT_RANGE: {exc.message}") from None
-    positive = ("workers", "threads", "max_content_length", "k8s_wait_time")
-    for name in positive:
+    for name in ("workers", "threads", "max_content_length"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"MACPOOL_{name.upper()} must be at least 1.")
-    if settings.k8s_cert_check_interval <= 0:
-        raise ConfigError("MACPOOL_K8S_CERT_CHECK_INTERVAL must be a positive number of seconds.")
     if settings.low_threshold < 0:
         raise ConfigError("MACPOOL_LOW_THRESHOLD must not be negative.")
     if settings.database_url and not settings.database_url.startswith(("sqlite", "postgresql")):
@@ -120,35 +151,31 @@ def validate(settings: Settings) -> Settings:
         settings = replace(
             settings, database_url="postgresql+psycopg://" + settings.database_url[13:]
         )
-    if not settings.k8s_cluster_scope.startswith("/"):
-        raise ConfigError("MACPOOL_K8S_CLUSTER_SCOPE must be a scope path such as /kubernetes.")
-    keys = [key.strip() for key in settings.k8s_migration_labels.split(",")]
-    if len(keys) != 3 or not all(keys):
-        raise ConfigError(
-            "MACPOOL_K8S_MIGRATION_LABELS must be three label keys VMID,PLAN,MIGRATION, "
-            "e.g. vmID,plan,migration."
-        )
-    if settings.k8s_reconcile not in ("auto", "true", "false"):
-        raise ConfigError("MACPOOL_K8S_RECONCILE must be true, false or auto.")
-    for name in ("k8s_vm_mode", "k8s_pod_mode"):
-        mode = getattr(settings, name).strip().lower()
-        if mode not in ("opt-in", "opt-out"):
-            raise ConfigError(
-                f"MACPOOL_{name.upper()}='{getattr(settings, name)}' is not an opt mode: "
-                "use opt-in or opt-out."
-            )
-        settings = replace(settings, **{name: mode})
     return settings
 
 
 def load_settings(
     overrides: Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Build the settings from defaults, ``MACPOOL_CONFIG``, ``MACPOOL_*`` and ``overrides``."""
+    """Build the settings from defaults, ``MACPOOL_CONFIG``, ``MACPOOL_*`` and ``overrides``;
+    the installed plugins' settings come from the same sources."""
     env = os.environ if environ is None else environ
-    values: dict[str, Any] = {}
-    known = {f.name: f for f in fields(Settings) if f.name != "extra"}
     defaults = Settings()
+    #: Every setting name → the defaults it belongs to (the core's or a plugin's).
+    owners: dict[str, Any] = {
+        f.name: defaults for f in fields(Settings) if f.name != "plugin_settings"
+    }
+    plugin_defaults = {kind: kind() for kind in plugin_settings_types()}
+    for kind, plugin_default in plugin_defaults.items():
+        for name in (f.name for f in fields(kind)):
+            if name in owners:
+                raise ConfigError(f"Plugin '{kind.plugin}' declares setting '{name}' again.")
+            owners[name] = plugin_default
+    values: dict[str, Any] = {}
+
+    def take(name: str, raw: Any, *, label: str | None = None) -> None:
+        values[name] = _coerce(name, getattr(owners[name], name), raw, label=label)
+
     config_file = env.get("MACPOOL_CONFIG")
     if config_file:
         try:
@@ -156,19 +183,24 @@ def load_settings(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"MACPOOL_CONFIG='{config_file}' cannot be read: {exc}") from None
         for key, raw in data.items():
-            if key not in known:
+            if key not in owners:
                 raise ConfigError(f"{config_file}: unknown setting '{key}'.")
-            values[key] = _coerce(key, getattr(defaults, key), raw, label=f"{config_file}: {key}")
-    for name in known:
+            take(key, raw, label=f"{config_file}: {key}")
+    for name, owner in owners.items():
         raw = env.get(f"MACPOOL_{name.upper()}")
         # An empty variable means "unset", except for lists, where it means "none".
-        if raw is not None and (raw != "" or isinstance(getattr(defaults, name), tuple)):
-            values[name] = _coerce(name, getattr(defaults, name), raw)
+        if raw is not None and (raw != "" or isinstance(getattr(owner, name), tuple)):
+            take(name, raw)
     for key, raw in (overrides or {}).items():
-        if key not in known:
+        if key not in owners:
             raise ConfigError(f"Unknown setting '{key}'.")
-        values[key] = _coerce(key, getattr(defaults, key), raw)
-    return validate(replace(defaults, **values))
+        take(key, raw)
+    plugin_settings: dict[str, PluginSettings] = {}
+    for kind, plugin_default in plugin_defaults.items():
+        given = {f.name: values.pop(f.name) for f in fields(kind) if f.name in values}
+        if given:
+            plugin_settings[kind.plugin] = replace(plugin_default, **given).validated()
+    return validate(replace(defaults, **values, plugin_settings=plugin_settings))
 
 
 def ensure_secret_key(settings: Settings) -> Settings:
@@ -185,10 +217,13 @@ def ensure_secret_key(settings: Settings) -> Settings:
 
 
 __all__ = [
+    "PLUGIN_GROUP",
     "ConfigError",
+    "PluginSettings",
     "Settings",
     "ensure_secret_key",
     "load_settings",
     "parse_bind",
+    "plugin_settings_types",
     "validate",
 ]

@@ -22,10 +22,10 @@ from typing import Any, Protocol, runtime_checkable
 import click
 from flask import Flask
 
-from manager.config import ConfigError, Settings
+from manager.config import PLUGIN_GROUP, ConfigError, Settings
 from manager.services.migration_check import SourceVm
 
-GROUP = "macpool.plugins"
+GROUP = PLUGIN_GROUP
 
 
 @runtime_checkable

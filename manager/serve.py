@@ -2,57 +2,24 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
-
-from gunicorn.app.base import BaseApplication
 
 from manager.config import Settings
 from manager.core.actor import SYSTEM
 from manager.core.errors import DatabaseUnavailable
-from manager.core.mac import format_mac_int
 from manager.db import Database
-from manager.migrate import upgrade
 from manager.plugins import enabled_plugins
-from manager.services import bootstrap, expire_pending
-from manager.services.auth import ensure_admin_user
+from manager.services import expire_pending
 from manager.services.index_cache import prune_history
+from manager.startup import prepare
+from manager.wsgi_server import gunicorn_options, run_gunicorn
 
 log = logging.getLogger("macpool")
-
-PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
-
-
-def prepare(settings: Settings, *, echo: Callable[[str], None] = print) -> Database:
-    """Create the data directory, migrate, create the default pool and the admin account."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.effective_database_url)
-    upgrade(database)
-    with database.session(write=True) as session:
-        result = bootstrap(session, default_range=settings.default_range or None)
-        password = ensure_admin_user(session, SYSTEM)
-    if result.created:
-        ranges = ", ".join(
-            f"{format_mac_int(r.start_mac)}-{format_mac_int(r.end_mac)}"
-            for r in result.default_pool.ranges
-        )
-        echo(f"Created the default pool '{result.default_pool.name}' ({ranges}).")
-    if password is not None:
-        path = settings.data_dir / PASSWORD_FILE
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(password + "\n")
-        echo(f"Created the admin account 'admin' with password: {password}")
-        echo(f"(also written to {Path(path).resolve()}, mode 0600; change it after logging in)")
-    return database
 
 
 def _prepare_metrics_dir(settings: Settings) -> None:
@@ -63,16 +30,9 @@ def _prepare_metrics_dir(settings: Settings) -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(directory))
 
 
-def _child_exit(_server: Any, worker: Any) -> None:
-    """Let the metrics of a finished worker stop counting as live gauges."""
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
-
-
 def _sweeper(settings: Settings, stop: threading.Event) -> None:
     """Release expired pending allocations and prune allocator history, periodically."""
-    database = Database(settings.effective_database_url)
+    database = Database.from_settings(settings)
     while not stop.wait(settings.expire_interval):
         try:
             with database.session(write=True) as session:
@@ -84,54 +44,6 @@ def _sweeper(settings: Settings, stop: threading.Event) -> None:
             log.warning("expiry sweep skipped: the database is unavailable (%s)", exc.detail)
         except Exception:  # keep sweeping: a passing database error must not stop it
             log.exception("expiry sweep failed")
-
-
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
-        self._factory = app_factory
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        app = self._factory()
-        # The modules and the app built here live as long as the worker: move them out of the
-        # cyclic collector's reach, or each full collection walks all of them with the GIL held
-        # (a 40-60 ms pause of every request in the webhook worker).
-        gc.freeze()
-        return app
-
-
-def gunicorn_options(settings: Settings, bind: str) -> dict[str, Any]:
-    return {
-        "bind": [bind],
-        "workers": settings.workers,
-        "worker_class": "gthread",
-        "threads": settings.threads,
-        "timeout": 60,
-        "graceful_timeout": 20,
-        "keepalive": 75,
-        "accesslog": "-",
-        "errorlog": "-",
-        "loglevel": settings.log_level.lower(),
-        "control_socket_disable": True,
-        "proc_name": "macpool",
-        "child_exit": _child_exit,
-    }
-
-
-def run_gunicorn(app_factory: Callable[[], Any], options: dict[str, Any]) -> None:
-    app = _Gunicorn(app_factory, {k: v for k, v in options.items() if _known(k)})
-    app.run()
-
-
-def _known(key: str) -> bool:
-    from gunicorn.config import Config
-
-    return key in Config().settings
 
 
 def serve(settings: Settings, *, bind: str | None = None) -> None:
@@ -204,4 +116,4 @@ class _PluginProcesses(threading.Thread):
                 proc.kill()
 
 
-__all__ = ["PASSWORD_FILE", "gunicorn_options", "prepare", "run_gunicorn", "serve"]
+__all__ = ["serve"]

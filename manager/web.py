@@ -45,9 +45,7 @@ def settings() -> Settings:
 @contextmanager
 def unit_of_work(*, write: bool = False) -> Iterator[Session]:
     """A session for one request's work; commits on success, rolls back on error."""
-    db = database()
-    with db.session(write=write) as session:
-        session.info["low_threshold"] = settings().low_threshold
+    with database().session(write=write) as session:
         yield session
 
 

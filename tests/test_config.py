@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from manager.config import ConfigError, Settings, ensure_secret_key, load_settings
+from manager.config import (
+    ConfigError,
+    PluginSettings,
+    Settings,
+    ensure_secret_key,
+    load_settings,
+    plugin_settings_types,
+)
 
 
 def _file(tmp_path: Path, text: str) -> str:
@@ -124,11 +132,19 @@ def test_a_boolean_is_not_a_number(tmp_path: Path) -> None:
         load_settings(environ={"MACPOOL_CONFIG": str(config)})
 
 
-def test_kubernetes_opt_modes_are_validated_and_normalized() -> None:
-    settings = load_settings(
-        environ={"MACPOOL_K8S_VM_MODE": " Opt-In ", "MACPOOL_K8S_POD_MODE": "opt-out"}
-    )
-    assert (settings.k8s_vm_mode, settings.k8s_pod_mode) == ("opt-in", "opt-out")
-    assert (Settings().k8s_vm_mode, Settings().k8s_pod_mode) == ("opt-out", "opt-in")
-    with pytest.raises(ConfigError, match="MACPOOL_K8S_POD_MODE='sometimes' is not an opt mode"):
-        load_settings(environ={"MACPOOL_K8S_POD_MODE": "sometimes"})
+@dataclass(frozen=True)
+class _Clashing(PluginSettings):
+    plugin = "clashing"
+    workers: int = 1
+
+
+def test_a_plugin_may_not_declare_a_core_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("manager.config.plugin_settings_types", lambda: (_Clashing,))
+    with pytest.raises(ConfigError, match="Plugin 'clashing' declares setting 'workers' again"):
+        load_settings(environ={})
+
+
+def test_the_installed_plugins_declare_their_settings() -> None:
+    names = {kind.plugin for kind in plugin_settings_types()}
+    assert {"kubernetes", "ovirt"} <= names
+    assert load_settings(environ={}) == Settings()  # nothing given: no plugin settings kept

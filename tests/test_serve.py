@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from manager.serve import _Gunicorn
+from manager.wsgi_server import _Gunicorn
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from manager.core.errors import MacPoolError
+from manager.services import status_of
 from manager.web import unit_of_work
-from ui.errors import status_of
 
 
 def confirm_and_delete(

@@ -14,8 +14,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, NotFound
 
 from manager.core.errors import DatabaseUnavailable, MacPoolError
-from manager.services.errors import AnsweredError, answer_for
-from manager.services.errors import status_of as _table_status
+from manager.services import AnsweredError, answer_for
 from ui.blueprint import bp
 from ui.security import template_globals
 
@@ -39,11 +38,6 @@ EXPLANATIONS = {
 }
 #: Paths served by other channels: their errors are not the UI's to render.
 FOREIGN_PREFIXES = ("/api", "/mutate-", "/metrics", "/healthz", "/readyz")
-
-
-def status_of(exc: MacPoolError) -> int:
-    """The HTTP status the UI answers a domain error with (the channels' one table)."""
-    return _table_status(exc)
 
 
 def error_page(
@@ -129,4 +123,4 @@ def register_app_handlers(app: Flask) -> None:
     app.register_error_handler(NotFound, _unmatched)
 
 
-__all__ = ["error_page", "install_error_pages", "register_app_handlers", "status_of"]
+__all__ = ["error_page", "install_error_pages", "register_app_handlers"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from flask import request
 
 from manager.core.errors import InvalidInput, MacPoolError, RangeOverlap
-from manager.services.pools import coerce_range
+from manager.services import coerce_range
 
 #: Domain field names that the UI's forms call differently.
 FIELD_ALIASES = {"pool_id": "pool", "start": "ranges", "end": "ranges", "scope_id": "scope"}

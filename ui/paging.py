@@ -7,7 +7,7 @@ from typing import Any, TypedDict
 
 from flask import request, url_for
 
-from manager.services.common import Page
+from manager.services import Page
 
 PAGE_SIZE = 50
 #: Far beyond any real list; stops a hostile page number from overflowing the database.

@@ -18,8 +18,7 @@ from flask_wtf.csrf import generate_csrf, validate_csrf
 from wtforms.validators import ValidationError
 
 from manager.core.actor import Actor
-from manager.db import User
-from manager.services.auth import role_allows
+from manager.services import User, role_allows
 from manager.web import unit_of_work
 from ui.blueprint import NAV_KEY
 

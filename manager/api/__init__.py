@@ -15,17 +15,17 @@ from flask_smorest.spec.plugins import integerconverter2paramschema
 from swagger_ui_bundle import swagger_ui_path
 
 from manager.api import allocations, events, macs, migrations, pools, scopes
-from manager.api.auth import (
-    FORBIDDEN_RESPONSE,
-    SECURITY_SCHEME,
-    UNAUTHORIZED_RESPONSE,
-    UNAVAILABLE_RESPONSE,
-)
 from manager.api.blueprint import PAGINATION_HEADER, PAGINATION_HEADER_ID
 from manager.api.errors import register_error_handlers
 from manager.api.fields import ExclusiveFieldsPlugin, IdConverter
 from manager.api.metrics import init_metrics
 from manager.api.schemas import ErrorSchema
+from manager.api_support import (
+    FORBIDDEN_RESPONSE,
+    SECURITY_SCHEME,
+    UNAUTHORIZED_RESPONSE,
+    UNAVAILABLE_RESPONSE,
+)
 
 API_VERSION = "v1"
 DOCS_ASSETS = "/api/docs/assets/"

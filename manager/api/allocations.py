@@ -6,7 +6,6 @@ from typing import Any
 
 from flask.views import MethodView
 
-from manager.api.auth import current_actor, requires
 from manager.api.blueprint import ApiBlueprint
 from manager.api.metrics import ALLOCATION_SECONDS, ALLOCATIONS, RELEASES, observe
 from manager.api.paging import PAGINATE, set_total, window
@@ -16,6 +15,7 @@ from manager.api.schemas import (
     AllocationSchema,
     ErrorSchema,
 )
+from manager.api_support import current_actor, requires
 from manager.core.actor import Owner
 from manager.core.errors import InvalidScope
 from manager.presenters import allocation_data

@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from manager.api.fields import Mac
 from manager.core.errors import DatabaseUnavailable, InvalidMac, MacPoolError
-from manager.services.errors import STATUS_BY_FAMILY, AnsweredError, answer_for, status_of
+from manager.services.errors import STATUS_BY_FAMILY, AnsweredError, answer_for
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,6 @@ REASON_BY_STATUS: dict[int, str] = {
     500: "internal_error",
     503: "database_unavailable",
 }
-
-
-def status_for(error: AnsweredError) -> int:
-    """The HTTP status of a domain error or an outage (the channels' one table)."""
-    return status_of(error)
 
 
 def error_response(
@@ -184,5 +179,4 @@ __all__ = [
     "handle_http_error",
     "handle_unexpected",
     "register_error_handlers",
-    "status_for",
 ]

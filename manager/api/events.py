@@ -6,10 +6,10 @@ from typing import Any
 
 from flask.views import MethodView
 
-from manager.api.auth import requires
 from manager.api.blueprint import ApiBlueprint
 from manager.api.paging import PAGINATE, set_total, window
 from manager.api.schemas import EventQueryArgsSchema, EventSchema
+from manager.api_support import requires
 from manager.db import AuditEvent
 from manager.services import list_events
 from manager.web import unit_of_work

@@ -7,11 +7,11 @@ from typing import Any
 from flask.views import MethodView
 from werkzeug.routing import BaseConverter
 
-from manager.api.auth import requires
 from manager.api.blueprint import ApiBlueprint
 from manager.api.fields import MAC_DESCRIPTION
 from manager.api.paging import PAGINATE, set_total, window
 from manager.api.schemas import ErrorSchema, MacInfoSchema
+from manager.api_support import requires
 from manager.core import MAC_PATTERN
 from manager.presenters import allocation_data
 from manager.services import MacInfo, list_duplicates, mac_info

@@ -6,15 +6,14 @@ from typing import Any
 
 from flask.views import MethodView
 
-from manager.api.auth import current_actor, requires
 from manager.api.blueprint import ApiBlueprint
 from manager.api.schemas import (
     AllocationSchema,
     ErrorSchema,
     HandoverCompleteRequestSchema,
     MigrationCheckRequestSchema,
-    MigrationCheckSchema,
 )
+from manager.api_support import MigrationCheckSchema, current_actor, requires
 from manager.presenters import allocation_data, migration_check_data, source_vms
 from manager.services import complete_handovers, get_scope
 from manager.services.migration_check import check_migration

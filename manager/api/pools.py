@@ -6,7 +6,6 @@ from typing import Any
 
 from flask.views import MethodView
 
-from manager.api.auth import current_actor, requires
 from manager.api.blueprint import ApiBlueprint
 from manager.api.paging import PAGINATE, page_of
 from manager.api.schemas import (
@@ -16,6 +15,7 @@ from manager.api.schemas import (
     PoolUpdateSchema,
     RangeSchema,
 )
+from manager.api_support import current_actor, requires
 from manager.presenters import pool_data
 from manager.services import (
     add_range,

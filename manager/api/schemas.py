@@ -10,9 +10,9 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from manager.api.fields import AssignableMac, Id, Mac, Text, UtcDateTime
+from manager.api_support import ErrorSchema
 from manager.services.allocations import MAX_TTL_SECONDS, STATES
 from manager.services.handovers import HANDOVER_STATES
-from manager.services.migration_check import STATUSES as CHECK_STATUSES
 
 NAME = validate.Length(min=1, max=255)
 #: A scope path: absolute, like /dc1/c1 (a bare number would be taken for an id).
@@ -21,21 +21,6 @@ PATH = [
     # NUL is refused by Text first, with its own message; the pattern documents both rules.
     validate.Regexp(r"^/[^\x00]*$", error="A scope path starts with '/', e.g. /dc1/c1."),
 ]
-
-
-class ErrorSchema(Schema):
-    """The one error shape of the API."""
-
-    code = fields.Integer(required=True, metadata={"description": "HTTP status code"})
-    status = fields.String(required=True, metadata={"description": "HTTP status phrase"})
-    message = fields.String(required=True, metadata={"description": "What went wrong and why"})
-    reason = fields.String(
-        required=True,
-        metadata={"description": "Machine-readable reason, e.g. mac_in_use, pool_exhausted"},
-    )
-    errors = fields.Dict(
-        required=True, metadata={"description": "Details: the field, conflicting objects, …"}
-    )
 
 
 # --- pools -------------------------------------------------------------------------------
@@ -234,24 +219,6 @@ class MigrationCheckRequestSchema(Schema):
         metadata={"description": "Target scope path, e.g. /kubernetes/team-a (may not exist yet)"},
     )
     vms = fields.List(fields.Nested(SourceVmSchema), required=True)
-
-
-class NicVerdictSchema(Schema):
-    vm_id = fields.String(required=True)
-    vm_name = fields.String(required=True)
-    nic = fields.String(required=True)
-    mac = fields.String(required=True)
-    status = fields.String(required=True, validate=validate.OneOf(CHECK_STATUSES))
-    holders = fields.List(fields.Dict(), required=True)
-    message = fields.String(required=True)
-
-
-class MigrationCheckSchema(Schema):
-    passes = fields.Boolean(required=True, metadata={"description": "No NIC is in conflict"})
-    scope = fields.String(required=True)
-    pool = fields.String(required=True, metadata={"description": "The target's effective pool"})
-    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
-    nics = fields.List(fields.Nested(NicVerdictSchema), required=True)
 
 
 class HandoverCompleteRequestSchema(Schema):

@@ -17,7 +17,7 @@ from manager.db.models import (
     Scope,
     User,
 )
-from manager.db.session import Database
+from manager.db.session import Database, UnitOfWork
 
 __all__ = [
     "Allocation",
@@ -34,6 +34,7 @@ __all__ = [
     "PoolChange",
     "PoolRange",
     "Scope",
+    "UnitOfWork",
     "User",
     "utcnow",
 ]

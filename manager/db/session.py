@@ -33,16 +33,17 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 
+from manager.config import Settings
 from manager.core.errors import DatabaseUnavailable
 from manager.db.outages import (
     ConnectBreaker,
@@ -71,6 +72,8 @@ POOL_TIMEOUT = 3.0
 WAL_AUTOCHECKPOINT_PAGES = 10_000
 #: Seconds between two background checkpoints of a database this process writes to.
 CHECKPOINT_INTERVAL = 0.2
+#: Free MACs left in a pool at which a warning event is recorded (``MACPOOL_LOW_THRESHOLD``).
+DEFAULT_LOW_THRESHOLD = Settings.low_threshold
 #: Rounds without new WAL frames after which the checkpoint thread ends (the next write
 #: starts it again): an idle process keeps no thread polling a file it no longer writes.
 CHECKPOINT_IDLE_ROUNDS = 50
@@ -241,11 +244,57 @@ def _forget_queues_after_fork() -> None:
 os.register_at_fork(after_in_child=_forget_queues_after_fork)
 
 
+class UnitOfWork(Session):
+    """A session of one :class:`Database`, carrying the database's allocation policy.
+
+    Every channel's session comes from ``Database.session`` or ``Database.new_session``, so a
+    setting given to the database once reaches every service call, whoever opened the session.
+
+    It also lets the services put back in-memory state a transaction changed, whoever rolls
+    it back: :meth:`before_rollback` registers an undo that :meth:`rollback` runs first, while
+    the transaction still holds its locks; the end of the transaction in any other way
+    (commit, close) forgets it.
+    """
+
+    def __init__(
+        self, *args: Any, low_threshold: int = DEFAULT_LOW_THRESHOLD, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        #: Free MACs left in a pool at which the services record a warning event.
+        self.low_threshold = low_threshold
+        self._undo: list[Callable[[], None]] = []
+
+    def before_rollback(self, undo: Callable[[], None]) -> None:
+        """Run ``undo`` if this transaction is rolled back with :meth:`rollback` (last first)."""
+        self._undo.append(undo)
+
+    def rollback(self) -> None:
+        undo, self._undo = self._undo, []
+        for step in reversed(undo):
+            step()
+        super().rollback()
+
+
+@event.listens_for(UnitOfWork, "after_transaction_end")
+def _forget_undo(session: UnitOfWork, transaction: SessionTransaction) -> None:
+    """The outermost transaction ended: what it changed is for good (or left to reload)."""
+    if transaction.parent is None:
+        session._undo.clear()
+
+
 class Database:
     """One database: an engine plus read and write session factories."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        pool_size: int = 10,
+        low_threshold: int = DEFAULT_LOW_THRESHOLD,
+    ) -> None:
         self.url = make_url(url)
+        self.low_threshold = low_threshold
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             kwargs["connect_args"] = {
@@ -273,10 +322,25 @@ class Database:
             )
         _translate_outages(self.engine)
         write_engine = self.engine.execution_options(macpool_write=True)
-        self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._read = sessionmaker(
+            bind=self.engine,
+            class_=UnitOfWork,
+            expire_on_commit=False,
+            low_threshold=low_threshold,
+        )
         #: Per-thread connections of ``autocommit_rows`` (SQLite).
         self._local = threading.local()
-        self._write = sessionmaker(bind=write_engine, expire_on_commit=False)
+        self._write = sessionmaker(
+            bind=write_engine,
+            class_=UnitOfWork,
+            expire_on_commit=False,
+            low_threshold=low_threshold,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Database:
+        """The database the settings name, with the settings' allocation policy."""
+        return cls(settings.effective_database_url, low_threshold=settings.low_threshold, **kwargs)
 
     @property
     def is_sqlite(self) -> bool:
@@ -297,7 +361,7 @@ class Database:
         _translate_outages(engine)
         return engine
 
-    def new_session(self, *, write: bool = False) -> Session:
+    def new_session(self, *, write: bool = False) -> UnitOfWork:
         """A session the caller owns (and must commit or roll back, then close)."""
         return (self._write if write else self._read)()
 
@@ -314,9 +378,11 @@ class Database:
         return queue.turn()
 
     @contextmanager
-    def session(self, *, write: bool = False) -> Iterator[Session]:
-        """A unit of work: committed when the block succeeds, rolled back when it raises."""
-        with self.writer_turn() if write else nullcontext():
+    def session(self, *, write: bool = False, take_turn: bool = True) -> Iterator[UnitOfWork]:
+        """A unit of work: committed when the block succeeds, rolled back when it raises.
+
+        ``take_turn=False``: the caller holds this file's writer turn already."""
+        with self.writer_turn() if write and take_turn else nullcontext():
             session = self.new_session(write=write)
             try:
                 yield session
@@ -352,4 +418,4 @@ class Database:
         return f"Database({self.url.render_as_string(hide_password=True)!r})"
 
 
-__all__ = ["Database"]
+__all__ = ["DEFAULT_LOW_THRESHOLD", "Database", "UnitOfWork"]

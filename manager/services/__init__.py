@@ -1,29 +1,50 @@
-"""Use cases of MacPool. Every channel (API, UI, webhook, importer, CLI) calls these.
+"""Use cases of MacPool: the facade every channel (API, UI, webhook, importer, CLI) calls.
 
 Each function takes a SQLAlchemy session and, for mutations, an :class:`~manager.core.Actor`;
 none commits: the caller (request, command, reconciler step) owns the transaction.
+
+The plugins and the admin UI reach the core only through this package (import-linter forbids
+them ``manager.db`` and the modules inside it): what they may use is exported here, including
+the database itself and the record types the services return.
 """
 
 from manager.core.actor import SYSTEM, Actor, Owner
+from manager.db import (
+    Allocation,
+    AuditEvent,
+    ClusterState,
+    Database,
+    Pool,
+    Scope,
+    UnitOfWork,
+    User,
+)
 from manager.services.allocation_rows import AllocationRequest, Handover
 from manager.services.allocations import (
+    STATES,
     AllocationResult,
     MacInfo,
     allocate_mac,
+    allocate_macs,
     confirm_allocation,
     expire_pending,
     find_allocations,
+    find_by_identity,
     get_allocation,
     list_duplicates,
     mac_info,
     release_allocation,
     release_owner,
 )
-from manager.services.audit import list_events, record_event
+from manager.services.audit import SEVERITIES, list_events, record_event
+from manager.services.auth import LoginThrottle, authenticate_user, role_allows
 from manager.services.bootstrap import bootstrap
+from manager.services.bulk_allocations import AllocationPlan
 from manager.services.common import Page
+from manager.services.errors import AnsweredError, ErrorAnswer, answer_for, status_of
 from manager.services.forecast import Forecast, Planned, Prior, StalePlan, read_snapshot
 from manager.services.handovers import complete_handovers, describe_source, pending_handovers
+from manager.services.index_cache import pool_ranges
 from manager.services.jobs import (
     finish_job,
     get_job,
@@ -31,9 +52,27 @@ from manager.services.jobs import (
     record_progress,
     start_job,
 )
+from manager.services.migration_check import (
+    MigrationCheck,
+    SourceNic,
+    SourceVm,
+    check_migration,
+)
+from manager.services.owners import (
+    Holding,
+    align_owner,
+    expire_pending_in,
+    owner_interfaces,
+    owners_named_like,
+    rename_owner,
+    shared_mac_counts,
+    shared_macs,
+    subtree_holdings,
+)
 from manager.services.pools import (
     PoolStats,
     add_range,
+    coerce_range,
     create_pool,
     delete_pool,
     ensure_default_pool,
@@ -46,6 +85,18 @@ from manager.services.pools import (
     remove_range,
     update_pool,
 )
+from manager.services.reservations import (
+    RESERVATION_KIND,
+    Answer,
+    Reserved,
+    Target,
+    expire_reservations,
+    owner_snapshot,
+    record_answers,
+    release_reservations,
+    reserve_macs,
+    resolve_target,
+)
 from manager.services.scopes import (
     ResolvedPool,
     assign_pool,
@@ -53,33 +104,63 @@ from manager.services.scopes import (
     delete_scope,
     ensure_path,
     ensure_scope,
+    find_child_scope,
     get_scope,
     list_scopes,
     move_scope,
     planned_scope,
     resolve_pool,
+    scope_and_pool_id,
     update_scope,
 )
 
 __all__ = [
+    "RESERVATION_KIND",
+    "SEVERITIES",
+    "STATES",
     "SYSTEM",
     "Actor",
+    "Allocation",
+    "AllocationPlan",
     "AllocationRequest",
     "AllocationResult",
+    "Answer",
+    "AnsweredError",
+    "AuditEvent",
+    "ClusterState",
+    "Database",
+    "ErrorAnswer",
     "Forecast",
     "Handover",
+    "Holding",
+    "LoginThrottle",
     "MacInfo",
+    "MigrationCheck",
     "Owner",
     "Page",
     "Planned",
+    "Pool",
     "PoolStats",
     "Prior",
+    "Reserved",
     "ResolvedPool",
+    "Scope",
+    "SourceNic",
+    "SourceVm",
     "StalePlan",
+    "Target",
+    "UnitOfWork",
+    "User",
     "add_range",
+    "align_owner",
     "allocate_mac",
+    "allocate_macs",
+    "answer_for",
     "assign_pool",
+    "authenticate_user",
     "bootstrap",
+    "check_migration",
+    "coerce_range",
     "complete_handovers",
     "confirm_allocation",
     "create_pool",
@@ -91,7 +172,11 @@ __all__ = [
     "ensure_path",
     "ensure_scope",
     "expire_pending",
+    "expire_pending_in",
+    "expire_reservations",
     "find_allocations",
+    "find_by_identity",
+    "find_child_scope",
     "find_pool_by_name",
     "finish_job",
     "get_allocation",
@@ -106,18 +191,33 @@ __all__ = [
     "list_scopes",
     "mac_info",
     "move_scope",
+    "owner_interfaces",
+    "owner_snapshot",
+    "owners_named_like",
     "pending_handovers",
     "planned_pool",
     "planned_scope",
+    "pool_ranges",
     "pool_statistics",
     "read_snapshot",
+    "record_answers",
     "record_event",
     "record_progress",
     "release_allocation",
     "release_owner",
+    "release_reservations",
     "remove_range",
+    "rename_owner",
+    "reserve_macs",
     "resolve_pool",
+    "resolve_target",
+    "role_allows",
+    "scope_and_pool_id",
+    "shared_mac_counts",
+    "shared_macs",
     "start_job",
+    "status_of",
+    "subtree_holdings",
     "update_pool",
     "update_scope",
 ]

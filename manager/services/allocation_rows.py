@@ -27,8 +27,18 @@ from sqlalchemy.orm.attributes import manager_of_class, set_committed_value
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InvalidInput
 from manager.core.mac import parse_assignable_mac
-from manager.db import Allocation, AuditEvent, HeldMac, Pool, PoolChange, PoolRange, Scope
+from manager.db import (
+    Allocation,
+    AuditEvent,
+    HeldMac,
+    Pool,
+    PoolChange,
+    PoolRange,
+    Scope,
+    UnitOfWork,
+)
 from manager.db.prepared import Prepared
+from manager.db.session import DEFAULT_LOW_THRESHOLD
 from manager.services.common import detached
 from manager.services.scopes import ScopeRef
 
@@ -87,7 +97,6 @@ _CONTAINING = Prepared(
 _HELD_FOR_UPDATE = Prepared(
     select(_held.c.mac).where(_held.c.mac == bindparam("mac")).with_for_update()
 )
-DEFAULT_LOW_THRESHOLD = 10
 _HELD_IF_FREE: dict[str, Prepared] = {
     "postgresql": Prepared(
         postgresql.insert(_held).on_conflict_do_nothing().returning(_held.c.mac), keys=["mac"]
@@ -292,7 +301,8 @@ def holders_of(session: Session, mac: int) -> list[Allocation]:
 
 
 def low_threshold(session: Session) -> int:
-    return int(session.info.get("low_threshold", DEFAULT_LOW_THRESHOLD))
+    """The warning threshold of the session's database (the default for a bare session)."""
+    return session.low_threshold if isinstance(session, UnitOfWork) else DEFAULT_LOW_THRESHOLD
 
 
 def availability_warning(
@@ -536,6 +546,46 @@ def audit_row(
         "severity": severity,
         "details": details,
     }
+
+
+def creation_event(
+    actor: Actor,
+    *,
+    mac: str,
+    allocation_id: int | None,
+    scope: str,
+    owner_kind: str,
+    owner_name: str,
+    interface: str,
+    pool: str,
+    state: str,
+    requested: bool,
+    in_range: bool,
+    now: datetime,
+    **more: Any,
+) -> dict[str, Any]:
+    """The ``allocation.create`` event of an owner's new allocation (``more``: how it came:
+    ``reserved`` for a reserve's answer, ``reserved_by`` for an adopted reservation)."""
+    return audit_row(
+        actor,
+        action="allocation.create",
+        target_type="mac",
+        target_id=mac,
+        target=mac,
+        details={
+            "allocation_id": allocation_id,
+            "scope": scope,
+            "owner_kind": owner_kind,
+            "owner_name": owner_name,
+            "interface": interface,
+            "pool": pool,
+            "state": state,
+            "requested": requested,
+            "in_range": in_range,
+            **more,
+        },
+        now=now,
+    )
 
 
 def bind_allocations(dialect: Dialect, rows: Sequence[dict[str, Any]]) -> list[Any] | None:

@@ -50,6 +50,7 @@ from manager.services.allocation_rows import (
     bind_audit,
     check_request,
     connection,
+    creation_event,
     describe_holder,
     holder_sentence,
     holders_of,
@@ -508,25 +509,20 @@ class _Batch:
             values = adoption_values(
                 checked, scope_id=scope.id, pool_id=effective.id, in_range=in_range, now=self.now
             )
-            event = audit_row(
+            event = creation_event(
                 self.actor,
-                action="allocation.create",
-                target_type="mac",
-                target_id=mac,
-                target=mac,
-                details={
-                    "allocation_id": holder.id,
-                    "scope": scope.path,
-                    "owner_kind": checked.owner_kind,
-                    "owner_name": checked.owner_name,
-                    "interface": checked.interface,
-                    "pool": effective.name,
-                    "state": checked.state,
-                    "requested": True,
-                    "in_range": in_range,
-                    "reserved_by": holder.row["owner_name"],
-                },
+                mac=mac,
+                allocation_id=holder.id,
+                scope=scope.path,
+                owner_kind=checked.owner_kind,
+                owner_name=checked.owner_name,
+                interface=checked.interface,
+                pool=effective.name,
+                state=checked.state,
+                requested=True,
+                in_range=in_range,
                 now=self.now,
+                reserved_by=holder.row["owner_name"],
             )
         else:
             source_uid = None if checked.handover is None else checked.handover.source_uid
@@ -605,24 +601,18 @@ class _Batch:
         self, row: dict[str, Any], scope: Scope, pool: Pool, checked: CheckedRequest
     ) -> dict[str, Any]:
         mac = format_mac_int(row["mac"])
-        details = {
-            "allocation_id": None,  # known once inserted
-            "scope": scope.path,
-            "owner_kind": checked.owner_kind,
-            "owner_name": checked.owner_name,
-            "interface": checked.interface,
-            "pool": pool.name,
-            "state": checked.state,
-            "requested": checked.requested is not None,
-            "in_range": row["in_range"],
-        }
-        event = audit_row(
+        event = creation_event(
             self.actor,
-            action="allocation.create",
-            target_type="mac",
-            target_id=mac,
-            target=mac,
-            details=details,
+            mac=mac,
+            allocation_id=None,  # known once inserted
+            scope=scope.path,
+            owner_kind=checked.owner_kind,
+            owner_name=checked.owner_name,
+            interface=checked.interface,
+            pool=pool.name,
+            state=checked.state,
+            requested=checked.requested is not None,
+            in_range=row["in_range"],
             now=self.now,
         )
         row["_event"] = event
@@ -703,7 +693,7 @@ class _Batch:
         """Forget in-memory changes of a batch that was refused or failed (before the rollback).
 
         Unwritten, the MACs it planned leave the indexes again; written, the index advances are
-        reverted by :func:`~manager.services.index_cache.undo_advances` with the transaction.
+        reverted by the session's rollback (:func:`~manager.services.index_cache.advance_index`).
         """
         for state in self.pools.values():
             if state.index is not None and not self.written:
@@ -733,6 +723,43 @@ def allocate_macs(
     """
     if not requests:
         return []
+    batch, checked, targets = _prepared_batch(session, actor, requests, now, each_event)
+    try:
+        return _run(session, batch, requests, checked, targets)
+    except BaseException:
+        batch.undo()
+        raise
+
+
+def allocate_rows(
+    session: Session,
+    actor: Actor,
+    requests: Sequence[AllocationRequest],
+    *,
+    now: datetime | None = None,
+    each_event: bool = True,
+) -> list[tuple[int, int]]:
+    """``allocate_macs`` for callers that need only the (id, MAC) of each new allocation (a
+    reserve's block): no ORM objects are built; repeats of stored allocations are left out."""
+    if not requests:
+        return []
+    batch, checked, targets = _prepared_batch(session, actor, requests, now, each_event)
+    try:
+        _run(session, batch, requests, checked, targets, objects=False)
+    except BaseException:
+        batch.undo()
+        raise
+    return [(row["id"], row["mac"]) for _, row, _, _ in batch.rows]
+
+
+def _prepared_batch(
+    session: Session,
+    actor: Actor,
+    requests: Sequence[AllocationRequest],
+    now: datetime | None,
+    each_event: bool,
+) -> tuple[_Batch, list[CheckedRequest], list[tuple[Scope, int]]]:
+    """The requests checked, their scopes and effective pools resolved, and a fresh batch."""
     expiry_base = now or datetime.now(UTC)
     checked: list[CheckedRequest] = []
     for i, request in enumerate(requests):
@@ -757,14 +784,9 @@ def allocate_macs(
         if isinstance(target, MacPoolError):
             raise _named(target, i, checked[i], request) from target
         targets.append(target)
-    conn = connection(session)
-    batch = _Batch(session, actor, conn)
+    batch = _Batch(session, actor, connection(session))
     batch.each_event = each_event
-    try:
-        return _run(session, batch, requests, checked, targets)
-    except BaseException:
-        batch.undo()
-        raise
+    return batch, checked, targets
 
 
 def allocate_one(
@@ -797,8 +819,12 @@ def _run(
     requests: Sequence[AllocationRequest] | None,
     checked: Sequence[CheckedRequest],
     targets: Sequence[tuple[Scope, int]],
+    *,
+    objects: bool = True,
 ) -> list[AllocationResult]:
-    """Plan and write the batch; errors name their request when ``requests`` are given."""
+    """Plan and write the batch; errors name their request when ``requests`` are given.
+
+    ``objects=False``: write only (no results; the written rows stay in ``batch.rows``)."""
     repeats: dict[int, _Prior] = {}
     for i in batch.prepare(checked, targets):
         scope, effective_id = targets[i]
@@ -813,7 +839,9 @@ def _run(
         if prior is not None:
             repeats[i] = prior
     # A batch of one needs no savepoint: its caller's transaction ends with the request.
-    created = batch.write(savepoint=len(checked) > 1)
+    created = batch.write(savepoint=len(checked) > 1, objects=objects)
+    if not objects:
+        return []
     stored_ids = [p.id for p in repeats.values() if p.id is not None]
     stored = {
         a.id: a

@@ -21,12 +21,12 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, Table, bindparam, delete, event, insert, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import Engine, Table, bindparam, delete, insert, select
+from sqlalchemy.orm import Session
 
 from manager.core.index import HeldIndex
 from manager.core.ranges import MacRange, RangeSet
-from manager.db import HeldMac, Pool, PoolChange
+from manager.db import HeldMac, Pool, PoolChange, UnitOfWork
 from manager.db.prepared import Prepared
 
 #: How many change rows per pool are kept for processes that fell behind.
@@ -136,7 +136,7 @@ def private_index(session: Session, pool: Pool) -> tuple[RangeSet, HeldIndex]:
 
 @dataclass(slots=True)
 class _Advance:
-    """One :func:`advance_index` of an open transaction, as :func:`undo_advances` reverts it."""
+    """One :func:`advance_index` of an open transaction, and how a rollback reverts it."""
 
     entry: _Entry
     #: (revision, token) before and after the advance.
@@ -145,9 +145,14 @@ class _Advance:
     #: MACs the transaction newly held (free before it: the caller held the pool lock).
     macs: list[int]
 
-
-#: ``session.info`` key of the transaction's index advances (cleared when it commits).
-_UNDO = "macpool.index_advances"
+    def undo(self) -> None:
+        """Move the entry back, unless it moved on since (then its next user reloads it)."""
+        entry = self.entry
+        if (entry.revision, entry.token) != self.after:
+            return
+        for mac in self.macs:
+            entry.index.discard(mac)
+        entry.revision, entry.token = self.base
 
 
 def advance_index(
@@ -159,9 +164,10 @@ def advance_index(
     current at exactly that point. ``macs`` were free before this transaction (a caller that
     planned them may have added them to the index already). Call it under the pool's row lock
     (as the change itself is made), so no other thread reads the entry meanwhile. If the
-    transaction rolls back instead,
-    the pool row keeps the old (revision, token): :func:`undo_advances` called before the
-    rollback moves the entry back, otherwise its next user reloads it.
+    transaction rolls back instead, the pool row keeps the old (revision, token): the session's
+    rollback moves the entry back first (see :meth:`~manager.db.UnitOfWork.before_rollback`),
+    so a webhook dry run or refusal does not make the next user reload the pool (a second or so
+    at 10^6 held MACs).
     """
     entry = _cache_for(session).get(pool.id)
     if entry is None or (entry.revision, entry.token) != base:
@@ -169,35 +175,9 @@ def advance_index(
     for mac in macs:
         entry.index.add(mac)
     entry.revision, entry.token = pool.revision, pool.index_token
-    if macs:
-        after = (entry.revision, entry.token)
-        session.info.setdefault(_UNDO, []).append(_Advance(entry, base, after, list(macs)))
-
-
-def undo_advances(session: Session) -> None:
-    """Revert this process's indexes to where the session's transaction found them.
-
-    Call it just before rolling back, while the transaction still holds its pool locks (no
-    other thread can use the entries meanwhile). Without it the next user of a pool whose index
-    moved over a rolled-back allocation reloads it from the database: cheap for small pools, a
-    second or so at 10^6 held MACs, which a webhook dry run or refusal must not cost.
-    An entry that moved on since (another advance, a replay) is left to that reload.
-    """
-    for advance in reversed(session.info.pop(_UNDO, [])):
-        entry = advance.entry
-        if (entry.revision, entry.token) != advance.after:
-            continue
-        for mac in advance.macs:
-            entry.index.discard(mac)
-        entry.revision, entry.token = advance.base
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_advances(session: Session, transaction: SessionTransaction) -> None:
-    """The outermost transaction ended: committed advances are for good, and after a rollback
-    without :func:`undo_advances` (locks released) the entries are left to reload."""
-    if transaction.parent is None:
-        session.info.pop(_UNDO, None)
+    if macs and isinstance(session, UnitOfWork):
+        advance = _Advance(entry, base, (entry.revision, entry.token), list(macs))
+        session.before_rollback(advance.undo)
 
 
 def invalidate(session: Session, pool_id: int) -> None:
@@ -245,5 +225,4 @@ __all__ = [
     "private_index",
     "prune_history",
     "record_change",
-    "undo_advances",
 ]

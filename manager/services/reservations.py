@@ -37,16 +37,16 @@ from manager.services.allocation_rows import (
     RESERVATION_KIND,
     AllocationRequest,
     advance_pool,
-    audit_row,
     connection,
     containing_pool_ids,
+    creation_event,
     insert_audit,
     insert_changes,
     write_pool,
 )
 from manager.services.allocations import release_allocation
 from manager.services.audit import record_event
-from manager.services.bulk_allocations import allocate_macs
+from manager.services.bulk_allocations import allocate_macs, allocate_rows
 from manager.services.common import lock_pools
 from manager.services.index_cache import pool_ranges
 from manager.services.pool_counters import NONE, apply_changes, shares_of
@@ -196,8 +196,8 @@ def reserve_macs(
         AllocationRequest(target.scope_id, owner, f"r{first + i}", ttl_seconds=ttl_seconds)
         for i in range(count)
     ]
-    results = allocate_macs(session, actor, requests, now=now, each_event=False)
-    macs = sorted(r.allocation.mac for r in results)
+    rows = allocate_rows(session, actor, requests, now=now, each_event=False)
+    macs = sorted(mac for _, mac in rows)
     record_event(
         session,
         actor,
@@ -215,7 +215,7 @@ def reserve_macs(
         },
     )
     until = now + timedelta(seconds=ttl_seconds) - usable_margin(ttl_seconds)
-    return [Reserved(r.allocation.id, r.allocation.mac, until) for r in results]
+    return [Reserved(row_id, mac, until) for row_id, mac in rows]
 
 
 def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) -> list[Answer]:
@@ -229,6 +229,9 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
     another process was recorded first) keeps its reservation, which expires unless the
     object turns out to carry this MAC (then the reconciler takes it over).
     """
+    if not answers:
+        return []
+    answers = _not_yet_adopted(session, answers)
     if not answers:
         return []
     now = datetime.now(UTC)
@@ -266,6 +269,42 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
     return refused
 
 
+def _not_yet_adopted(session: Session, answers: Sequence[Answer]) -> list[Answer]:
+    """The answers whose reservation is not already the answered owner's allocation.
+
+    The reconciler often sees the object before the answer is recorded: it then adopts the
+    reservation through the kernel (same row, same MAC, its own audit event), and recording
+    that answer again has nothing left to do. One read tells them apart, so that the batch
+    UPDATE is not refused, and the kernel not run answer by answer, because of them.
+    """
+    rows = {
+        row.id: row
+        for row in session.execute(
+            select(
+                _alloc.c.id,
+                _alloc.c.scope_id,
+                _alloc.c.owner_kind,
+                _alloc.c.owner_name,
+                _alloc.c.interface,
+                _alloc.c.mac,
+            ).where(_alloc.c.id.in_([a.reservation_id for a in answers]))
+        )
+    }
+    left = []
+    for answer in answers:
+        row = rows.get(answer.reservation_id)
+        adopted = row is not None and (
+            row.scope_id,
+            row.owner_kind,
+            row.owner_name,
+            row.interface,
+            row.mac,
+        ) == (answer.scope_id, answer.owner_kind, answer.owner_name, answer.interface, answer.mac)
+        if not adopted:
+            left.append(answer)
+    return left
+
+
 class _Redo(Exception):
     """Some answer cannot take the batch path."""
 
@@ -286,26 +325,20 @@ def _record_one(session: Session, actor: Actor, answer: Answer) -> None:
 
 
 def _event(actor: Actor, answer: Answer, now: datetime) -> dict[str, Any]:
-    mac = format_mac_int(answer.mac)
-    return audit_row(
+    return creation_event(
         actor,
-        action="allocation.create",
-        target_type="mac",
-        target_id=mac,
-        target=mac,
-        details={
-            "allocation_id": answer.reservation_id,
-            "scope": answer.scope_path,
-            "owner_kind": answer.owner_kind,
-            "owner_name": answer.owner_name,
-            "interface": answer.interface,
-            "pool": answer.pool_name,
-            "state": "pending",
-            "requested": False,
-            "in_range": True,
-            "reserved": True,
-        },
+        mac=format_mac_int(answer.mac),
+        allocation_id=answer.reservation_id,
+        scope=answer.scope_path,
+        owner_kind=answer.owner_kind,
+        owner_name=answer.owner_name,
+        interface=answer.interface,
+        pool=answer.pool_name,
+        state="pending",
+        requested=False,
+        in_range=True,
         now=now,
+        reserved=True,
     )
 
 

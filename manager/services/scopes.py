@@ -179,14 +179,19 @@ def create_scope(
     return scope
 
 
+def find_child_scope(session: Session, *, parent: Scope, name: str) -> Scope | None:
+    """The child of ``parent`` named ``name``, or ``None``."""
+    return session.scalars(
+        select(Scope).where(Scope.parent_id == parent.id, Scope.name == name)
+    ).first()
+
+
 def ensure_scope(
     session: Session, actor: Actor, *, parent: ScopeRef, kind: str, name: str
 ) -> Scope:
     """The child ``name`` of ``parent``, created (inheriting its pool) when first seen."""
     parent_scope = get_scope(session, parent)
-    found = session.scalars(
-        select(Scope).where(Scope.parent_id == parent_scope.id, Scope.name == name)
-    ).first()
+    found = find_child_scope(session, parent=parent_scope, name=name)
     if found is not None:
         if found.kind != kind:
             raise InvalidScope(f"Scope '{found.path}' is a {found.kind} scope, not a {kind} scope.")
@@ -487,6 +492,7 @@ __all__ = [
     "ensure_engine",
     "ensure_path",
     "ensure_scope",
+    "find_child_scope",
     "get_scope",
     "list_scopes",
     "move_scope",

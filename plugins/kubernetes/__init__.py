@@ -8,20 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Final
 
 import click
 from flask import Flask, Response
 
 from manager.config import Settings
-
-NAME: Final = "kubernetes"
+from plugins.kubernetes.settings import NAME, KubernetesSettings
 
 
 class KubernetesPlugin:
     """Joins MacPool through :mod:`manager.plugins`: readiness, metrics, commands, processes."""
 
     name = NAME
+    settings_type = KubernetesSettings
 
     def init_app(self, app: Flask) -> None:
         """Add the readiness checks (webhook listener, reconciler) and ``/metrics`` (when no
@@ -33,7 +32,7 @@ class KubernetesPlugin:
         current = state(app)
         current.ready_checks["webhook"] = partial(webhook_readiness, current.settings)
         current.ready_checks[NAME] = partial(readiness, current.settings, current.database)
-        scope = current.settings.k8s_cluster_scope
+        scope = KubernetesSettings.of(current.settings).k8s_cluster_scope
         files = current.settings.data_dir / "metrics" / "webhook"
         # The main /metrics (the API's) exposes these collectors; serve our own only without it.
         current.metric_collectors.extend(

@@ -29,7 +29,7 @@ from manager.core.errors import (
     PoolExhausted,
 )
 from manager.core.mac import parse_assignable_mac
-from manager.services.errors import AnsweredError, answer_for
+from manager.services import AnsweredError, answer_for
 from plugins.kubernetes.broker import (
     FORKLIFT_LABELS,
     OWNER_POD,
@@ -92,8 +92,8 @@ def owner_of(
     allocations to the real name when it sees the object.
     """
     obj = request.object or {}
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    assert isinstance(metadata, Mapping)
+    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    assert isinstance(metadata, dict)
     namespace = request.namespace or str(metadata.get("namespace") or "")
     name = request.name or str(metadata.get("name") or "")
     if not name:
@@ -122,7 +122,7 @@ def review_virtual_machine(
     vm = request.object
     if _dig(vm, "metadata", "deletionTimestamp"):
         return AdmissionResult.allow()
-    if not isinstance(_dig(vm, "spec", "template"), Mapping):
+    if not isinstance(_dig(vm, "spec", "template"), dict):
         return AdmissionResult.allow(message=TEMPLATE_NIL_MESSAGE)
     try:
         interfaces = _list_of_objects(vm, "spec", "domain", "devices", "interfaces")
@@ -156,7 +156,7 @@ def review_pod(request: AdmissionRequest, *, broker: MacBroker) -> AdmissionResu
     if request.operation != "CREATE" or pod is None:
         return AdmissionResult.allow()
     annotations = _dig(pod, "metadata", "annotations")
-    if not isinstance(annotations, Mapping):
+    if not isinstance(annotations, dict):
         return AdmissionResult.allow()
     raw = annotations.get(MULTUS_NETWORKS_ANNOTATION)
     if not isinstance(raw, str) or NETWORK_STATUS_ANNOTATION in annotations:
@@ -200,7 +200,7 @@ def review_pod(request: AdmissionRequest, *, broker: MacBroker) -> AdmissionResu
 
 def _dig(obj: object, *keys: str) -> object:
     for key in keys:
-        if not isinstance(obj, Mapping):
+        if not isinstance(obj, dict):
             return None
         obj = obj.get(key)
     return obj
@@ -210,7 +210,7 @@ def _list_of_objects(vm: Mapping[str, Any], *path: str) -> list[Mapping[str, Any
     value = _dig(_dig(vm, "spec", "template"), *path)
     if value is None:
         return []
-    if not isinstance(value, list) or not all(isinstance(item, Mapping) for item in value):
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         where = ".".join(("spec.template", *path))
         raise _Refused(422, f"{VM_MUTATE_PREFIX}{where} must be a list of objects")
     return value
@@ -238,7 +238,7 @@ def _interface_macs(vm: Mapping[str, Any] | None) -> dict[str, str]:
     return {
         iface["name"]: iface["macAddress"]
         for iface in interfaces
-        if isinstance(iface, Mapping)
+        if isinstance(iface, dict)
         and isinstance(iface.get("name"), str)
         and isinstance(iface.get("macAddress"), str)
         and iface["macAddress"]
@@ -324,7 +324,7 @@ def _transaction_stamp(request: AdmissionRequest, *, clock: Clock) -> str | None
 
 def _annotations_without_stamp(obj: Mapping[str, Any]) -> dict[str, Any]:
     annotations = _dig(obj, "metadata", "annotations")
-    if not isinstance(annotations, Mapping):
+    if not isinstance(annotations, dict):
         return {}
     return {key: value for key, value in annotations.items() if key != TRANSACTION_ANNOTATION}
 

@@ -29,17 +29,22 @@ from manager.config import Settings
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InterfaceInUse, MacPoolError, NotFound
 from manager.core.mac import MacAddress
-from manager.db import Database
 from manager.services import (
+    AllocationRequest,
+    Database,
     Handover,
+    Holding,
+    align_owner,
+    allocate_macs,
     complete_handovers,
     ensure_path,
     ensure_scope,
     get_scope,
+    owners_named_like,
+    release_allocation,
     release_owner,
+    rename_owner,
 )
-from manager.services.allocations import AllocationRequest, allocate_macs, release_allocation
-from manager.services.owners import Holding, align_owner, owners_named_like, rename_owner
 from plugins.kubernetes.broker import OWNER_POD, OWNER_VM
 from plugins.kubernetes.clusterstate import record_sync
 from plugins.kubernetes.objects import Observed, placeholder_prefix
@@ -50,6 +55,7 @@ from plugins.kubernetes.scoping import (
     namespace_scope_path,
     parse_opt_mode,
 )
+from plugins.kubernetes.settings import KubernetesSettings
 
 # The reconciler's messages, wherever their step lives, keep the reconciler's logger.
 log = logging.getLogger("plugins.kubernetes.reconciler")
@@ -71,12 +77,12 @@ class Aligner:
     ) -> None:
         self.database = database
         self.settings = settings
-        self.cluster_path = settings.k8s_cluster_scope
+        self.cluster_path = KubernetesSettings.of(settings).k8s_cluster_scope
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         if modes is None:  # as the rendered webhook selectors (MACPOOL_K8S_VM_MODE / _POD_MODE)
             modes = {
-                OWNER_VM: parse_opt_mode(settings.k8s_vm_mode),
-                OWNER_POD: parse_opt_mode(settings.k8s_pod_mode),
+                OWNER_VM: parse_opt_mode(KubernetesSettings.of(settings).k8s_vm_mode),
+                OWNER_POD: parse_opt_mode(KubernetesSettings.of(settings).k8s_pod_mode),
             }
         self.modes = dict(modes)
         self.batch_size = batch_size
@@ -92,7 +98,7 @@ class Aligner:
             kind,
             self.namespaces.get(namespace) if labels is None else labels,
             namespace,
-            own_namespace=self.settings.k8s_namespace,
+            own_namespace=KubernetesSettings.of(self.settings).k8s_namespace,
             mode=self.modes.get(kind),
         )
 

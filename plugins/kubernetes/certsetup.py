@@ -38,6 +38,7 @@ from plugins.kubernetes.certstore import (
     serving_secret,
 )
 from plugins.kubernetes.manifests import APP, WEBHOOK_CONFIGURATION
+from plugins.kubernetes.settings import KubernetesSettings
 
 log = logging.getLogger("macpool.webhook.certificates")
 
@@ -65,7 +66,8 @@ def webhook_identity(settings: Settings, environ: dict[str, str] | None = None) 
     known, so the certificate matches wherever the manifests were applied.
     """
     env = os.environ if environ is None else environ
-    return settings.webhook_service, env.get("POD_NAMESPACE") or settings.k8s_namespace
+    k8s = KubernetesSettings.of(settings)
+    return k8s.webhook_service, env.get("POD_NAMESPACE") or k8s.k8s_namespace
 
 
 class ClusterCertificates:
@@ -153,7 +155,8 @@ def serving_files(
     environ: dict[str, str] | None = None,
 ) -> ServingFiles:
     """Make sure the serving pair exists (and is fresh when managed); return its paths."""
-    if settings.webhook_cert or settings.webhook_key:
+    k8s = KubernetesSettings.of(settings)
+    if k8s.webhook_cert or k8s.webhook_key:
         return _external_files(settings)
     directory = settings.data_dir / TLS_DIRECTORY
     refresh_certificates(settings, cluster=cluster, now=now, environ=environ)
@@ -192,9 +195,10 @@ def refresh_certificates(
 
 
 def _external_files(settings: Settings) -> ServingFiles:
-    if not (settings.webhook_cert and settings.webhook_key):
+    k8s = KubernetesSettings.of(settings)
+    if not (k8s.webhook_cert and k8s.webhook_key):
         raise ConfigError("Set both MACPOOL_WEBHOOK_CERT and MACPOOL_WEBHOOK_KEY, or neither.")
-    cert, key = Path(settings.webhook_cert), Path(settings.webhook_key)
+    cert, key = Path(k8s.webhook_cert), Path(k8s.webhook_key)
     for name, path in (("MACPOOL_WEBHOOK_CERT", cert), ("MACPOOL_WEBHOOK_KEY", key)):
         if not path.is_file():
             raise ConfigError(f"{name}='{path}' is not a readable file.")

@@ -145,7 +145,7 @@ def _certs_text(data: dict[str, object]) -> str:
 @handle_errors
 def webhook(ctx: CliContext, cert_check_interval: float) -> None:
     """Migrate, then serve only the HTTPS admission webhook (MACPOOL_WEBHOOK_BIND)."""
-    from manager.serve import prepare
+    from manager.startup import prepare
     from plugins.kubernetes.runtime import run_webhook_process
 
     prepare(ctx.settings, echo=click.echo)

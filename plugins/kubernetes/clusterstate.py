@@ -24,8 +24,7 @@ from sqlalchemy.orm import Session
 
 from manager.core.errors import NotFound
 from manager.core.mac import format_mac_int
-from manager.db import ClusterState
-from manager.services.owners import shared_macs
+from manager.services import ClusterState, shared_macs
 
 
 @dataclass(frozen=True, slots=True)

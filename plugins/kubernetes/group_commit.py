@@ -34,10 +34,7 @@ from typing import Final
 
 from sqlalchemy.orm import Session
 
-from manager.db import Database
-from manager.db.models import Scope
-from manager.services.bulk_allocations import AllocationPlan
-from manager.services.index_cache import undo_advances
+from manager.services import AllocationPlan, Database, Scope
 from plugins.kubernetes.broker import MacBroker
 from plugins.kubernetes.review import AdmissionRequest, AdmissionResult
 from plugins.kubernetes.service_broker import WEBHOOK_ACTOR, Reviewer, ServiceBroker
@@ -100,15 +97,14 @@ class GroupCommit:
         *,
         cluster_scope: str,
         wait_time: int,
-        low_threshold: int = 10,
         max_batch: int = MAX_BATCH,
         on_batch: Callable[[int], None] | None = None,
         before_batch: Callable[[], None] | None = None,
+        on_path: Callable[[str], None] | None = None,
     ) -> None:
         self.database = database
         self.cluster_scope = cluster_scope
         self.wait_time = wait_time
-        self.low_threshold = low_threshold
         self.max_batch = max_batch
         self._lock = threading.Lock()
         self._queue: list[_Job] = []
@@ -118,6 +114,9 @@ class GroupCommit:
         #: Runs in the writer turn before every batch (writes the answers given from MACs
         #: reserved ahead, so the batch sees them).
         self._before_batch = before_batch
+        #: Hears how each review was answered: "reserved" (from MACs reserved ahead),
+        #: "no_database" or "transaction" (the webhook's metrics).
+        self._on_path = on_path or (lambda path: None)
 
     def review(
         self,
@@ -136,14 +135,21 @@ class GroupCommit:
         """
         if fast is not None and not request.dry_run:
             try:
-                return reviewer(request, broker=fast())
+                result = reviewer(request, broker=fast())
             except NeedsDatabase:
                 pass
+            else:
+                self._on_path("reserved")
+                return result
         if first_without_database:
             try:
-                return reviewer(request, broker=self._broker(_no_database))
+                result = reviewer(request, broker=self._broker(_no_database))
             except NeedsDatabase:
                 pass
+            else:
+                self._on_path("no_database")
+                return result
+        self._on_path("transaction")
         job = _Job(reviewer, request)
         if request.dry_run:
             with self.database.writer_turn():
@@ -269,15 +275,13 @@ class GroupCommit:
 
     @staticmethod
     def _abandon(session: Session, plan: AllocationPlan) -> None:
-        """Roll a batch back, its planned and written MACs out of the indexes first."""
+        """Roll a batch back, its planned MACs out of the indexes first (the rollback takes
+        the written ones out)."""
         plan.undo()
-        undo_advances(session)
         session.rollback()
 
     def _session(self) -> Session:
-        session = self.database.new_session(write=True)
-        session.info["low_threshold"] = self.low_threshold
-        return session
+        return self.database.new_session(write=True)
 
 
 __all__ = ["MAX_BATCH", "GroupCommit", "NeedsDatabase"]

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from manager.config import Settings, parse_bind
+from plugins.kubernetes.settings import KubernetesSettings
 
 STATUS_FILE: Final = Path("kubernetes") / "reconciler-status.json"
 PROBE_TIMEOUT: Final = 2.0
@@ -69,7 +70,7 @@ def probe_address(bind: str) -> tuple[str, int]:
 
 def webhook_problem(settings: Settings, *, timeout: float = PROBE_TIMEOUT) -> str | None:
     """``None`` when the webhook listener completes a TLS handshake and answers ``/healthz``."""
-    host, port = probe_address(settings.webhook_bind)
+    host, port = probe_address(KubernetesSettings.of(settings).webhook_bind)
     # The probe asks "does it serve?", not "is it who it claims?": the certificate names the
     # Service, not the loopback address, so it is not verified here.
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)

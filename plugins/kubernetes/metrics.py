@@ -9,8 +9,10 @@
 - ``kubevirt_kmp_duplicate_macs`` and ``kmp_mac_collisions{mac}``: KubeMacPool's collision
   metrics, computed from the database at scrape time so every replica reports the same truth.
   ``kubevirt_kmp_duplicate_macs`` counts, as KubeMacPool's start-up count did, the holders beyond
-  the first of every shared MAC in the cluster scope; ``kmp_mac_collisions{mac}`` is the number of
-  objects sharing each such MAC (only MACs held more than once have a series).
+  the first of every MAC shared by a holder in the cluster scope (with anyone: MACs are unique
+  system-wide, and the reconciler's collision report counts the same way);
+  ``kmp_mac_collisions{mac}`` is the number of holders of each such MAC (only MACs held more
+  than once have a series).
 """
 
 from __future__ import annotations
@@ -25,10 +27,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
-from sqlalchemy import func, or_, select
 
+from manager.core.errors import NotFound
 from manager.core.mac import format_mac_int
-from manager.db import Allocation, Database, Scope
+from manager.services import Database, shared_mac_counts
 
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 #: At most this many ``kmp_mac_collisions`` series (a flood of collisions must not flood Prometheus).
@@ -78,13 +80,23 @@ class AdmissionMetrics:
             buckets=LATENCY_BUCKETS,
             registry=target,
         )
-
+        self.paths = Counter(
+            "macpool_webhook_review_paths",
+            "AdmissionReviews by how they were answered: from MACs reserved ahead (reserved), "
+            "without the database (no_database) or in a write transaction (transaction).",
+            ["path"],
+            registry=target,
+        )
         self.batches = Histogram(
             "macpool_webhook_transaction_reviews",
             "AdmissionReviews that shared one write transaction (group commit).",
             buckets=BATCH_BUCKETS,
             registry=target,
         )
+
+    def observe_path(self, path: str) -> None:
+        """Count one review by how it was answered (see GroupCommit.review)."""
+        self.paths.labels(path=path).inc()
 
     def observe_batch(self, reviews: int) -> None:
         """Count one write transaction of ``reviews`` reviews."""
@@ -152,18 +164,13 @@ class CollisionCollector(Collector):
         self.cluster_scope = cluster_scope.rstrip("/")
 
     def shared_macs(self) -> list[tuple[int, int]]:
-        """(MAC, holder count) of every MAC held more than once in the cluster scope."""
-        prefix = f"{self.cluster_scope}/"
-        query = (
-            select(Allocation.mac, func.count())
-            .join(Scope, Scope.id == Allocation.scope_id)
-            .where(or_(Scope.path == self.cluster_scope, Scope.path.startswith(prefix)))
-            .group_by(Allocation.mac)
-            .having(func.count() > 1)
-            .order_by(Allocation.mac)
-        )
+        """(MAC, holder count) of every MAC held more than once with a holder in the cluster
+        scope; holders outside it count too, as in the collision report."""
         with self.database.session() as session:
-            return [(int(mac), int(count)) for mac, count in session.execute(query)]
+            try:
+                return shared_mac_counts(session, scope=self.cluster_scope or "/")
+            except NotFound:  # no review or sync has created the cluster scope yet
+                return []
 
     def collect(self) -> Iterator[Metric]:
         """Both metric families, from one query."""

@@ -109,16 +109,16 @@ def is_kubevirt_launcher(pod: Mapping[str, Any]) -> bool:
     Recognised by the ``kubevirt.io: virt-launcher`` label or a VirtualMachineInstance owner.
     """
     metadata = pod.get("metadata")
-    if not isinstance(metadata, Mapping):
+    if not isinstance(metadata, dict):
         return False
     labels = metadata.get("labels")
-    if isinstance(labels, Mapping) and labels.get("kubevirt.io") == "virt-launcher":
+    if isinstance(labels, dict) and labels.get("kubevirt.io") == "virt-launcher":
         return True
     owners = metadata.get("ownerReferences")
     if not isinstance(owners, list):
         return False
     return any(
-        isinstance(owner, Mapping)
+        isinstance(owner, dict)
         and owner.get("kind") == "VirtualMachineInstance"
         and str(owner.get("apiVersion", "")).startswith("kubevirt.io/")
         for owner in owners

@@ -28,6 +28,8 @@ _NS_PER_S = 1_000_000_000
 
 def escape_pointer_token(token: str) -> str:
     """Escape one JSON Pointer reference token (RFC 6901: ``~`` → ``~0``, ``/`` → ``~1``)."""
+    if "~" not in token and "/" not in token:  # nearly always: no copy
+        return token
     return token.replace("~", "~0").replace("/", "~1")
 
 
@@ -55,10 +57,10 @@ def interface_mac_op(index: int, mac: str) -> dict[str, Any]:
 def annotation_ops(obj: Mapping[str, Any], key: str, value: str) -> JsonPatch:
     """Operations that set annotation ``key`` on ``obj``, creating the parent maps if missing."""
     metadata = obj.get("metadata")
-    if not isinstance(metadata, Mapping):
+    if not isinstance(metadata, dict):
         return [add_op("/metadata", {"annotations": {key: value}})]
     annotations = metadata.get("annotations")
-    if not isinstance(annotations, Mapping):
+    if not isinstance(annotations, dict):
         return [add_op("/metadata/annotations", {key: value})]
     return [add_op(pointer("metadata", "annotations", key), value)]
 

@@ -40,8 +40,7 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy.orm import Session
 
 from manager.config import Settings
-from manager.db import Database
-from manager.services.owners import Holding, expire_pending_in, subtree_holdings
+from manager.services import Database, Holding, expire_pending_in, subtree_holdings
 from plugins.kubernetes.alignment import ACTOR, Aligner, in_step
 from plugins.kubernetes.broker import OWNER_POD, OWNER_VM, MigrationLabels
 from plugins.kubernetes.health import clear_problem, report_problem
@@ -49,6 +48,7 @@ from plugins.kubernetes.lease import LEASE_NAME, LeaseElector
 from plugins.kubernetes.objects import Observed, is_placeholder, observe_pod, observe_vm
 from plugins.kubernetes.reconciler_process import load_api_client, run
 from plugins.kubernetes.scoping import OptMode
+from plugins.kubernetes.settings import KubernetesSettings
 from plugins.kubernetes.sources import (
     NAMESPACES,
     PODS,
@@ -131,12 +131,12 @@ class Reconciler(Aligner):
         if elector is None and use_lease:
             self.elector = LeaseElector(
                 CoordinationV1Api(api_client),
-                namespace=settings.k8s_namespace,
+                namespace=KubernetesSettings.of(settings).k8s_namespace,
                 identity=self.identity,
             )
         self.queue: queue.Queue[Message] = queue.Queue()
         self.objects: dict[str, dict[tuple[str, str], Observed]] = {OWNER_VM: {}, OWNER_POD: {}}
-        labels = MigrationLabels.parse(settings.k8s_migration_labels)
+        labels = MigrationLabels.parse(KubernetesSettings.of(settings).k8s_migration_labels)
         self.observe: dict[str, Callable[[Mapping[str, Any]], Observed]] = {
             OWNER_VM: functools.partial(observe_vm, labels=labels),
             OWNER_POD: observe_pod,
@@ -161,7 +161,9 @@ class Reconciler(Aligner):
                         self.sync()
                         self.start_watches()
                 except ApiException as exc:
-                    problem = blocking_problem(exc, namespace=self.settings.k8s_namespace)
+                    problem = blocking_problem(
+                        exc, namespace=KubernetesSettings.of(self.settings).k8s_namespace
+                    )
                     if problem is None:
                         raise
                     self._blocked(problem)
@@ -216,7 +218,10 @@ class Reconciler(Aligner):
         try:
             leading = self.elector.try_acquire()
         except ApiException as exc:
-            if blocking_problem(exc, namespace=self.settings.k8s_namespace) is not None:
+            if (
+                blocking_problem(exc, namespace=KubernetesSettings.of(self.settings).k8s_namespace)
+                is not None
+            ):
                 raise  # the loop reports it once and retries quietly
             log.warning("lease check failed: %s", _brief(exc))
             leading = now - self._renewed < self.elector.duration_seconds / 2

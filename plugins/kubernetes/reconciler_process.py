@@ -13,7 +13,7 @@ from kubernetes import config as kube_config
 from kubernetes.client import ApiClient
 
 from manager.config import Settings
-from manager.db import Database
+from manager.services import Database
 
 
 def load_api_client() -> ApiClient:
@@ -37,7 +37,7 @@ def run(
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop.set())
-    database = Database(settings.effective_database_url)
+    database = Database.from_settings(settings)
     try:
         Reconciler(database, settings, api_client or load_api_client()).run(stop)
     finally:

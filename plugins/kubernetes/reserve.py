@@ -33,11 +33,11 @@ from typing import Final
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
-from manager.core.errors import MacPoolError
+from manager.core.errors import DatabaseUnavailable, MacPoolError
 from manager.core.mac import format_mac_int
-from manager.db import Database
-from manager.services.reservations import (
+from manager.services import (
     Answer,
+    Database,
     Reserved,
     Target,
     expire_reservations,
@@ -55,9 +55,13 @@ log = logging.getLogger(__name__)
 
 #: Answers are recorded at least this often (the API sees an answered MAC within ~this).
 RECORD_INTERVAL: Final = 0.1
-#: MACs reserved per pool at a time, at most and at least.
-MAX_BLOCK: Final = 256
+#: MACs reserved per pool at a time, at most and at least (one in-process thread answers
+#: ~3,000 reviews/s: a block must outlast the recorder's refill, under load ~0.1-0.3 s).
+MAX_BLOCK: Final = 1024
 MIN_BLOCK: Final = 16
+#: A reserve never takes a pool below this many free MACs (or 4 blocks): a nearly full pool
+#: is served by the ordinary path, with its exact exhaustion errors.
+KEEP_FREE: Final = 1024
 #: An answer not recorded after this long means the database is not taking writes: stop
 #: answering from the reserve (the ordinary path then reports the outage).
 RECORD_STALL: Final = 0.5
@@ -248,6 +252,8 @@ class ReservedMacs:
         with self._lock:
             if self._thread is not None and self._pid == os.getpid():
                 return
+            if self._stopping.is_set() and self._pid == os.getpid():
+                raise NeedsDatabase  # closed: reviews take the write path
             if self._pid != os.getpid():  # a forked worker: the parent's state is not ours
                 self.__init__(  # type: ignore[misc]
                     self.database,
@@ -322,19 +328,8 @@ class ReservedMacs:
         take_turn: bool,
     ) -> dict[int, list[Reserved]]:
         reserved: dict[int, list[Reserved]] = {}
-        if take_turn:
-            with self.database.session(write=True) as session:
-                self._transact(session, answers, releases, wanted, sweep, reserved)
-            return reserved
-        session = self.database.new_session(write=True)
-        try:
+        with self.database.session(write=True, take_turn=take_turn) as session:
             self._transact(session, answers, releases, wanted, sweep, reserved)
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
         return reserved
 
     def _transact(
@@ -383,7 +378,7 @@ class ReservedMacs:
                         first=first,
                         count=count,
                         ttl_seconds=reservation_ttl(self.wait_time),
-                        keep_free=4 * MAX_BLOCK,
+                        keep_free=max(KEEP_FREE, 4 * count),
                     )
             except MacPoolError as exc:
                 log.info("no MACs reserved ahead in pool '%s': %s", reserve.target.pool_name, exc)
@@ -421,13 +416,20 @@ class ReservedMacs:
             return
         self._stopping.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        thread, self._thread = self._thread, None  # a second close (atexit after close) is a no-op
+        thread.join(timeout=5)
         with self._lock:
             for reserve in self._pools.values():
                 self._release.extend(r.id for r in reserve.free)
             self._pools.clear()
-        self.record_now(take_turn=True, refill=True)
+        try:
+            self.record_now(take_turn=True, refill=True)
+        except (MacPoolError, DatabaseUnavailable) as exc:  # nothing is lost by stopping
+            log.warning(
+                "could not record answers or return reservations at shutdown (%s); the reconciler "
+                "adopts answered MACs and unused reservations expire within the wait time",
+                exc,
+            )
 
 
 class ReserveBroker:

@@ -17,10 +17,11 @@ from datetime import UTC
 from sqlalchemy import select
 
 from manager.config import Settings
-from manager.db import ClusterState, Database
+from manager.services import ClusterState, Database
 from plugins.kubernetes.certsetup import ClusterCertificates, serving_files, start_rotation
 from plugins.kubernetes.health import reconciler_problem, webhook_problem
 from plugins.kubernetes.server import CERT_CHECK_INTERVAL, run_webhook
+from plugins.kubernetes.settings import KubernetesSettings
 
 log = logging.getLogger("macpool.webhook")
 
@@ -33,9 +34,10 @@ def in_cluster(environ: Mapping[str, str] | None = None) -> bool:
 
 def reconcile_enabled(settings: Settings, environ: Mapping[str, str] | None = None) -> bool:
     """``MACPOOL_K8S_RECONCILE``: true, false, or auto (true inside a cluster)."""
-    if settings.k8s_reconcile == "auto":
+    reconcile = KubernetesSettings.of(settings).k8s_reconcile
+    if reconcile == "auto":
         return in_cluster(environ)
-    return settings.k8s_reconcile == "true"
+    return reconcile == "true"
 
 
 def webhook_readiness(settings: Settings) -> tuple[bool, str]:
@@ -43,7 +45,7 @@ def webhook_readiness(settings: Settings) -> tuple[bool, str]:
     problem = webhook_problem(settings)
     if problem is not None:
         return False, problem
-    return True, f"ok (listening on {settings.webhook_bind})"
+    return True, f"ok (listening on {KubernetesSettings.of(settings).webhook_bind})"
 
 
 def readiness(settings: Settings, database: Database) -> tuple[bool, str]:
@@ -57,7 +59,7 @@ def readiness(settings: Settings, database: Database) -> tuple[bool, str]:
     with database.session() as session:
         synced = session.scalar(
             select(ClusterState.synced_at).where(
-                ClusterState.scope_path == settings.k8s_cluster_scope
+                ClusterState.scope_path == KubernetesSettings.of(settings).k8s_cluster_scope
             )
         )
     if synced is None:
@@ -68,7 +70,8 @@ def readiness(settings: Settings, database: Database) -> tuple[bool, str]:
 def _cluster_certificates(settings: Settings) -> ClusterCertificates | None:
     """Secrets and caBundle access for managed certificates when MacPool talks to a cluster:
     in a pod, or outside one with the reconciler on (``KUBECONFIG``)."""
-    if settings.webhook_cert or settings.webhook_key:
+    k8s = KubernetesSettings.of(settings)
+    if k8s.webhook_cert or k8s.webhook_key:
         return None
     if not (in_cluster() or reconcile_enabled(settings)):
         return None
@@ -98,7 +101,7 @@ def run_webhook_process(settings: Settings, *, check_interval: float = CERT_CHEC
             settings,
             cluster=cluster,
             stop=threading.Event(),
-            interval=settings.k8s_cert_check_interval,
+            interval=KubernetesSettings.of(settings).k8s_cert_check_interval,
         )
     log.info(
         "webhook certificate %s (%s)",

@@ -23,8 +23,8 @@ from typing import Any, Final
 
 from manager.config import Settings
 from manager.core.errors import DatabaseUnavailable
-from manager.db import Database
-from manager.serve import gunicorn_options, run_gunicorn
+from manager.services import Database
+from manager.wsgi_server import gunicorn_options, run_gunicorn
 from plugins.kubernetes.admission import outage_refusal, review_pod, review_virtual_machine
 from plugins.kubernetes.broker import FORKLIFT_LABELS, MigrationLabels
 from plugins.kubernetes.certstore import CertificateFiles
@@ -45,6 +45,7 @@ from plugins.kubernetes.review import (
     parse_review,
 )
 from plugins.kubernetes.service_broker import WEBHOOK_ACTOR
+from plugins.kubernetes.settings import KubernetesSettings
 
 log = logging.getLogger("macpool.webhook")
 
@@ -83,7 +84,6 @@ class WebhookApp:
         *,
         cluster_scope: str,
         wait_time: int,
-        low_threshold: int = 10,
         metrics: AdmissionMetrics | None = None,
         migration_labels: MigrationLabels = FORKLIFT_LABELS,
         reserve_ahead: bool = False,
@@ -104,8 +104,8 @@ class WebhookApp:
             database,
             cluster_scope=cluster_scope,
             wait_time=wait_time,
-            low_threshold=low_threshold,
             on_batch=self.metrics.observe_batch,
+            on_path=self.metrics.observe_path,
             before_batch=(
                 None
                 if self.reserved is None
@@ -279,7 +279,7 @@ def webhook_options(
     check_interval: float = CERT_CHECK_INTERVAL,
 ) -> dict[str, Any]:
     """gunicorn settings of the webhook listener (TLS, no access log: one line per VM is noise)."""
-    options = gunicorn_options(settings, settings.webhook_bind)
+    options = gunicorn_options(settings, KubernetesSettings.of(settings).webhook_bind)
     options.update(
         certfile=str(cert_path),
         keyfile=str(key_path),
@@ -294,13 +294,13 @@ def webhook_options(
 
 def create_webhook_app(settings: Settings) -> WebhookApp:
     """The WSGI app for one worker process."""
+    k8s = KubernetesSettings.of(settings)
     return WebhookApp(
-        Database(settings.effective_database_url),
-        cluster_scope=settings.k8s_cluster_scope,
-        wait_time=settings.k8s_wait_time,
-        low_threshold=settings.low_threshold,
-        migration_labels=MigrationLabels.parse(settings.k8s_migration_labels),
-        reserve_ahead=settings.k8s_reserve_ahead,
+        Database.from_settings(settings),
+        cluster_scope=k8s.k8s_cluster_scope,
+        wait_time=k8s.k8s_wait_time,
+        migration_labels=MigrationLabels.parse(k8s.k8s_migration_labels),
+        reserve_ahead=k8s.k8s_reserve_ahead,
     )
 
 
@@ -316,7 +316,7 @@ def run_webhook(
     options = webhook_options(
         settings, cert_path=cert_path, key_path=key_path, check_interval=check_interval
     )
-    log.info("webhook listening on https://%s", settings.webhook_bind)
+    log.info("webhook listening on https://%s", KubernetesSettings.of(settings).webhook_bind)
     run_gunicorn(lambda: create_webhook_app(settings), options)
 
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import Table, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,13 +23,20 @@ from manager.core.actor import Actor
 from manager.core.actor import Owner as ServiceOwner
 from manager.core.errors import NameInUse, NotFound
 from manager.core.mac import format_mac_int, parse_assignable_mac
-from manager.db import Allocation, Scope
-from manager.db.prepared import Prepared
-from manager.services import Handover, allocate_mac, ensure_path, ensure_scope, get_scope
-from manager.services.allocation_rows import AllocationRequest
-from manager.services.allocations import find_by_identity, release_allocation
-from manager.services.bulk_allocations import AllocationPlan
-from manager.services.scopes import scope_and_pool_id
+from manager.services import (
+    AllocationPlan,
+    AllocationRequest,
+    Handover,
+    Scope,
+    allocate_mac,
+    ensure_path,
+    ensure_scope,
+    find_by_identity,
+    get_scope,
+    owner_interfaces,
+    release_allocation,
+    scope_and_pool_id,
+)
 from plugins.kubernetes.broker import NicClaim, Owner
 from plugins.kubernetes.review import AdmissionResult
 from plugins.kubernetes.scoping import namespace_scope_path
@@ -39,16 +45,6 @@ from plugins.kubernetes.scoping import namespace_scope_path
 WEBHOOK_ACTOR: Final = Actor("kubernetes-webhook", "webhook")
 
 Reviewer = Callable[..., AdmissionResult]
-
-_alloc: Table = Allocation.__table__  # type: ignore[assignment]
-#: What an owner holds in a scope, as Core rows (cheaper than ORM objects per review).
-_OWNER_ALLOCATIONS = Prepared(
-    select(_alloc.c.id, _alloc.c.interface, _alloc.c.mac).where(
-        _alloc.c.scope_id == bindparam("scope_id"),
-        _alloc.c.owner_kind == bindparam("owner_kind"),
-        _alloc.c.owner_name == bindparam("owner_name"),
-    )
-)
 
 
 def cluster_scope_kinds(path: str) -> list[str]:
@@ -210,9 +206,9 @@ class ServiceBroker:
             self._batch_plan.write()
             rows = None
         if rows is None:
-            params = {"scope_id": scope.id, "owner_kind": owner.kind, "owner_name": owner.name}
-            found = _OWNER_ALLOCATIONS.rows(self.session.connection(), params)
-            rows = [(id_, interface, mac) for id_, interface, mac in found]
+            rows = owner_interfaces(
+                self.session, scope_id=scope.id, owner_kind=owner.kind, owner_name=owner.name
+            )
         return rows
 
     def _remember(self, scope: Scope, owner: Owner, rows: list[tuple[int, str, int]]) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from plugins.ovirt.settings import OvirtSettings
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -17,14 +19,15 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from manager.config import Settings
-    from manager.services.migration_check import SourceVm
+    from manager.services import SourceVm
 
 
 class OvirtPlugin:
     """The oVirt import plugin: ``macpool import ovirt``, ``POST /api/v1/imports/ovirt`` and
     the admin UI's Import page."""
 
-    name = "ovirt"
+    name = OvirtSettings.plugin
+    settings_type = OvirtSettings
 
     def init_app(self, app: Flask) -> None:
         """Register the import endpoint with the REST API (when the API is present) and the

@@ -23,7 +23,7 @@ from flask import Flask
 
 from manager.core.actor import Actor
 from manager.core.errors import MacPoolError
-from manager.services import finish_job, record_progress, start_job
+from manager.services import finish_job, record_progress, start_job, status_of
 from manager.web import unit_of_work
 from plugins.ovirt.importer import ImportOptions, ImportRefused, import_in_phases
 from plugins.ovirt.reader import read_upload_file
@@ -64,12 +64,6 @@ def _finish(job_id: str, **outcome: object) -> None:
         finish_job(session, job_id, **outcome)  # type: ignore[arg-type]
 
 
-def _status(exc: MacPoolError) -> int:
-    from ui.errors import status_of  # the UI is the only channel starting background jobs
-
-    return status_of(exc)
-
-
 def _import(
     job_id: str, actor: Actor, *, path: Path, filename: str, options: ImportOptions
 ) -> ImportReport:
@@ -92,7 +86,7 @@ def _run(
             report = _import(job_id, actor, path=path, filename=filename, options=options)
         except MacPoolError as exc:
             path.unlink(missing_ok=True)  # an unreadable or refused upload is not kept
-            _finish(job_id, error=exc.message, error_status=_status(exc))
+            _finish(job_id, error=exc.message, error_status=status_of(exc))
         except Exception:
             log.exception("oVirt import job %s failed", job_id)
             path.unlink(missing_ok=True)

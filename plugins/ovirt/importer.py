@@ -25,8 +25,15 @@ from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
 from manager.core.errors import Conflict, InvalidScope, MacPoolError
-from manager.db import Pool, Scope
-from manager.services import Forecast, StalePlan, get_scope, read_snapshot, record_event
+from manager.services import (
+    Forecast,
+    Pool,
+    Scope,
+    StalePlan,
+    get_scope,
+    read_snapshot,
+    record_event,
+)
 from plugins.ovirt.errors import locate
 from plugins.ovirt.mapping import Mapped, TopologyChange, effective_pool, map_pools, map_scopes
 from plugins.ovirt.nics import NicAllocator, Target, target_for

@@ -23,24 +23,27 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
-from manager.core.errors import InvalidInput, MacPoolError, NameInUse
+from manager.core.errors import InvalidInput, MacPoolError, NameInUse, NotFound
 from manager.core.ranges import MacRange, RangeSet
-from manager.db import Pool, Scope
 from manager.services import (
+    Pool,
+    Scope,
     assign_pool,
     create_pool,
     create_scope,
+    find_child_scope,
+    find_pool_by_name,
     get_default_pool,
+    get_pool,
     get_scope,
     planned_pool,
     planned_scope,
+    pool_ranges,
     resolve_pool,
 )
-from manager.services.index_cache import pool_ranges
 from plugins.ovirt.errors import locate
 from plugins.ovirt.records import (
     Notice,
@@ -94,10 +97,6 @@ def _same(pool: Pool, ranges: RangeSet, allow_duplicates: bool) -> bool:
     return have == [(r.start, r.end) for r in ranges] and pool.allow_duplicates == allow_duplicates
 
 
-def _by_name(session: Session, name: str) -> Pool | None:
-    return session.scalars(select(Pool).where(Pool.name_key == name.lower())).first()
-
-
 def _map_pool(
     session: Session,
     actor: Actor,
@@ -141,7 +140,10 @@ def _map_pool(
                 )
             )
             name = renamed
-    existing = _by_name(session, name) or mapped.planned_pool_named(name)
+    try:
+        existing: Pool | None = find_pool_by_name(session, name)
+    except NotFound:
+        existing = mapped.planned_pool_named(name)
     if existing is not None:
         if _same(existing, ranges, pool.allow_duplicates):
             outcome("unchanged", existing.name)
@@ -258,9 +260,9 @@ def _ensure(
     writes: bool,
 ) -> Scope:
     where = locate(source) + f", {kind} '{name}'"
-    found = session.scalars(
-        select(Scope).where(Scope.parent_id == parent.id, Scope.name == name)
-    ).first() or mapped.planned_child(parent, name)
+    found = find_child_scope(session, parent=parent, name=name) or mapped.planned_child(
+        parent, name
+    )
     if found is None and not writes:
         try:
             planned = planned_scope(
@@ -320,7 +322,7 @@ def _pool(session: Session, mapped: Mapped, pool_id: int) -> Pool | None:
     """A pool by id, planned ones included."""
     if pool_id < 0:
         return next(p for p in mapped.planned_pools if p.id == pool_id)
-    return session.get(Pool, pool_id)
+    return get_pool(session, pool_id)
 
 
 def effective_pool(session: Session, scope: Scope, mapped: Mapped) -> Pool:
@@ -332,8 +334,7 @@ def effective_pool(session: Session, scope: Scope, mapped: Mapped) -> Pool:
             assert found is not None  # a foreign key will guarantee it
             return found
         assert scope.parent_id is not None  # only the engine scope has none
-        parent = planned.get(scope.parent_id) or session.get(Scope, scope.parent_id)
-        assert parent is not None
+        parent = planned.get(scope.parent_id) or get_scope(session, scope.parent_id)
         scope = parent
     return resolve_pool(session, scope).pool
 

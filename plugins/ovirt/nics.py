@@ -30,9 +30,15 @@ from manager.core.actor import Actor, Owner
 from manager.core.errors import MacInUse, MacPoolError, OutsidePool
 from manager.core.mac import MacAddress, format_mac_int
 from manager.core.ranges import RangeSet
-from manager.db import Pool, Scope
-from manager.services import AllocationRequest, Forecast, Planned, Prior
-from manager.services.index_cache import pool_ranges
+from manager.services import (
+    AllocationRequest,
+    Forecast,
+    Planned,
+    Pool,
+    Prior,
+    Scope,
+    pool_ranges,
+)
 from plugins.ovirt.records import OvirtNic, OvirtVm
 from plugins.ovirt.report import BadReason, ImportReport, NicOutcome, NicStatus, VmOutcome
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from manager.services.migration_check import SourceNic, SourceVm
+from manager.services import SourceNic, SourceVm
 from plugins.ovirt.reader import read_paths, read_upload_file
 from plugins.ovirt.records import OvirtExport
 

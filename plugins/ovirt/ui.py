@@ -37,7 +37,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from manager.core.errors import MacPoolError
-from manager.services import get_job, is_interrupted, list_scopes
+from manager.services import get_job, is_interrupted, list_scopes, status_of
 from manager.web import settings, unit_of_work
 from plugins.ovirt.background import IMPORTING, READING, start_background_import
 from plugins.ovirt.backup import is_backup
@@ -46,7 +46,7 @@ from plugins.ovirt.reader import read_upload
 from plugins.ovirt.records import OvirtExport
 from plugins.ovirt.report import ImportReport
 from plugins.ovirt.web import MAX_UPLOAD_KEY, max_upload
-from ui.errors import error_page, status_of
+from ui.errors import error_page
 from ui.extend import add_nav_entry, adopt_blueprint
 from ui.forms import FORM, FormState, checkbox, place_error, text_field
 from ui.security import requires, ui_actor

@@ -13,7 +13,6 @@ refused import: 409 with the report under ``errors.report``) go through the API'
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from flask import Flask, current_app, request
@@ -22,20 +21,26 @@ from flask_smorest import Blueprint, abort
 from flask_smorest.fields import Upload
 from marshmallow import Schema, fields, validate
 
-from manager.api.auth import authorize, current_actor, current_principal, requires
-from manager.api.schemas import ErrorSchema, MigrationCheckSchema
+from manager.api_support import (
+    ErrorSchema,
+    MigrationCheckSchema,
+    authorize,
+    current_actor,
+    current_principal,
+    requires,
+)
 from manager.presenters import migration_check_data
-from manager.services.migration_check import check_migration
-from manager.web import unit_of_work
+from manager.services import check_migration
+from manager.web import state, unit_of_work
 from plugins.ovirt.importer import ImportOptions, import_in_phases
 from plugins.ovirt.reader import read_upload
+from plugins.ovirt.settings import OvirtSettings
 from plugins.ovirt.sources import export_sources
 
 log = logging.getLogger(__name__)
 
-#: app.config key (and environment variable) of the upload bound, in bytes.
+#: app.config key of the upload bound, in bytes (``MACPOOL_OVIRT_MAX_UPLOAD`` when not set).
 MAX_UPLOAD_KEY = "MACPOOL_OVIRT_MAX_UPLOAD"
-DEFAULT_MAX_UPLOAD = 256 * 1024 * 1024
 
 blp = Blueprint(
     "ovirt_import",
@@ -213,8 +218,10 @@ class OvirtMigrationCheck(MethodView):
 
 
 def _configured_limit(app: Flask) -> int:
-    settings_value = app.config.get(MAX_UPLOAD_KEY) or os.environ.get(MAX_UPLOAD_KEY)
-    return int(settings_value) if settings_value else DEFAULT_MAX_UPLOAD
+    configured = app.config.get(MAX_UPLOAD_KEY)
+    if configured:
+        return int(configured)
+    return OvirtSettings.of(state(app).settings).ovirt_max_upload
 
 
 def init_app(app: Flask) -> None:
@@ -228,4 +235,4 @@ def init_app(app: Flask) -> None:
     entry["ext_obj"].register_blueprint(blp)
 
 
-__all__ = ["DEFAULT_MAX_UPLOAD", "MAX_UPLOAD_KEY", "blp", "init_app", "max_upload"]
+__all__ = ["MAX_UPLOAD_KEY", "blp", "init_app", "max_upload"]

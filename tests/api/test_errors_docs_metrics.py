@@ -7,11 +7,12 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 import manager.api.pools as pool_views
-from manager.api.errors import REASON_BY_STATUS, STATUS_BY_FAMILY, status_for
+from manager.api.errors import REASON_BY_STATUS, STATUS_BY_FAMILY
 from manager.api.fields import NO_NUL_PATTERN
 from manager.core import MAC_PATTERN
 from manager.core.errors import Conflict, DatabaseUnavailable, InvalidInput, MacPoolError, NotFound
 from manager.core.mac import ASSIGNABLE_MAC_PATTERN
+from manager.services import status_of
 from tests.api.conftest import Headers
 
 SHAPE = {"code", "status", "message", "reason", "errors"}
@@ -26,7 +27,7 @@ def _leaves(cls: type[MacPoolError]) -> list[type[MacPoolError]]:
 @pytest.mark.parametrize("error", _leaves(MacPoolError)[1:], ids=lambda c: c.__name__)
 def test_every_domain_error_maps_through_its_family(error: type[MacPoolError]) -> None:
     family = next(f for f in (NotFound, InvalidInput, Conflict) if issubclass(error, f))
-    assert status_for(error("x")) == STATUS_BY_FAMILY[family]
+    assert status_of(error("x")) == STATUS_BY_FAMILY[family]
 
 
 def test_database_outage_is_503_with_retry_after(

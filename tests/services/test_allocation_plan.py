@@ -22,7 +22,7 @@ from manager.db import Allocation, AuditEvent, Base, Database, HeldMac, Pool, Po
 from manager.services import allocate_mac, bootstrap, create_pool, create_scope
 from manager.services.allocation_rows import AllocationRequest
 from manager.services.bulk_allocations import AllocationPlan
-from manager.services.index_cache import _cache_for, forget, pool_index, undo_advances
+from manager.services.index_cache import _cache_for, forget, pool_index
 from tests.conftest import ACTOR, DEFAULT_RANGE
 
 SMALL = "0a:00:00:00:00:00-0a:00:00:00:00:0b"  # 12 MACs: low (≤ 10 left) and exhausted warnings
@@ -185,8 +185,7 @@ def _plan_three(database: Database, *, written: bool) -> None:
         requests = [AllocationRequest(target[0], Owner("vm", f"x{i}"), "nic0") for i in range(3)]
         plan.allocate(requests, [target] * 3, unheld=True)
         if written:
-            plan.write()
-            undo_advances(s)
+            plan.write()  # the rollback reverts the index advances
         else:
             plan.undo()
         s.rollback()
@@ -204,11 +203,18 @@ def _undo_allocation(database: Database) -> None:
     with database.session(write=True) as s:
         for i in range(3):
             allocate_mac(s, ACTOR, scope="/dc", owner=Owner("vm", f"x{i}"), interface="nic0")
-        undo_advances(s)
         s.rollback()
 
 
-@pytest.mark.parametrize("undo", [_undo_plan, _undo_written_plan, _undo_allocation])
+def _undo_by_error(database: Database) -> None:
+    """A unit of work that raises is rolled back by Database.session: the same undo."""
+    with pytest.raises(RuntimeError), database.session(write=True) as s:
+        for i in range(3):
+            allocate_mac(s, ACTOR, scope="/dc", owner=Owner("vm", f"x{i}"), interface="nic0")
+        raise RuntimeError("refused after allocating")
+
+
+@pytest.mark.parametrize("undo", [_undo_plan, _undo_written_plan, _undo_allocation, _undo_by_error])
 def test_rolled_back_macs_leave_the_index_without_a_reload(database: Database, undo: Undo) -> None:
     _setup(database)
     with database.session(write=True) as s:
@@ -233,9 +239,8 @@ def test_a_committed_allocation_is_not_undone_by_a_later_rollback(database: Data
         kept = allocate_mac(s, ACTOR, scope="/dc", owner=Owner("vm", "kept"), interface="nic0")
         kept_mac = kept.allocation.mac
         s.commit()
-        undo_advances(s)  # nothing of the committed transaction is left to undo
         s.execute(text("SELECT 1"))
-        s.rollback()
+        s.rollback()  # nothing of the committed transaction is left to undo
     with database.session(write=True) as s:
         _index_matches_database(database, s)
         after = allocate_mac(s, ACTOR, scope="/dc", owner=Owner("vm", "b"), interface="nic0")

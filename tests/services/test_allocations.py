@@ -230,7 +230,7 @@ def test_cursor_survives_restart(
 
 
 def test_low_and_exhausted_warnings(session: Session, actor: Actor, small: int) -> None:
-    session.info["low_threshold"] = 2
+    session.low_threshold = 2
     held = [_alloc(session, actor, f"v{i}") for i in range(4)]
     warnings = list_events(session, severity="warning")
     assert [e.action for e in reversed(warnings.items)] == ["pool.low", "pool.exhausted"]

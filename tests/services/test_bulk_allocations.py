@@ -48,7 +48,7 @@ def _setup(session: Session, actor: Actor) -> None:
     )
     create_scope(session, actor, kind="datacenter", name="a", pool_id=a.id)
     create_scope(session, actor, kind="datacenter", name="b", pool_id=b.id)
-    session.info["low_threshold"] = 2
+    session.low_threshold = 2
 
 
 def _snapshot(session: Session) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from manager.services import (
     create_pool,
     create_scope,
     delete_scope,
+    reservations,
     update_pool,
 )
 from manager.services.reservations import (
@@ -142,6 +143,37 @@ def test_the_object_that_carries_a_reserved_mac_adopts_it_and_the_late_record_is
     assert _rows(session, reserved[1].mac) == [(reserved[1].id, "vm", "vm1", "allocated")]
     assert record_answers(session, actor, [_answer(target, reserved[1])]) == []
     assert _rows(session, reserved[1].mac) == [(reserved[1].id, "vm", "vm1", "allocated")]
+    assert recount(session) == stored(session)
+
+
+def test_a_batch_with_adopted_answers_records_the_others_in_one_update(
+    session: Session, actor: Actor, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reconciler adopted one answer of a batch before it was recorded: the others are
+    still recorded set-wise, not one by one through the kernel."""
+    reserved = _reserve(session, actor, target)
+    allocate_mac(
+        session,
+        actor,
+        scope="/k8s/ns",
+        owner=Owner("vm", "vm0", "uid-vm0"),
+        interface="nic",
+        mac=format_mac_int(reserved[0].mac),
+        adopt_reserved=True,
+    )
+    answers = [_answer(target, r, name=f"vm{i}") for i, r in enumerate(reserved)]
+
+    def one_by_one(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recorded one by one")
+
+    monkeypatch.setattr(reservations, "_record_one", one_by_one)
+    assert record_answers(session, actor, answers) == []
+    assert [_rows(session, r.mac)[0][1:] for r in reserved] == [
+        ("vm", "vm0", "allocated"),
+        ("vm", "vm1", "pending"),
+        ("vm", "vm2", "pending"),
+        ("vm", "vm3", "pending"),
+    ]
     assert recount(session) == stored(session)
 
 

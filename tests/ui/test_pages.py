@@ -17,7 +17,7 @@ def test_dashboard_shows_pools_and_near_exhaustion(app: Flask, viewer: FlaskClie
             s, Actor("t"), name="tiny", ranges=["0a:00:00:00:00:01-0a:00:00:00:00:0c"]
         )
         scope = create_scope(s, Actor("t"), kind="datacenter", name="dc", pool_id=pool.id)
-        s.info["low_threshold"] = 10
+        s.low_threshold = 10
         for i in range(3):
             allocate_mac(s, Actor("t"), scope=scope, owner=Owner("vm", f"v{i}"), interface="e")
     page = viewer.get("/").get_data(as_text=True)

@@ -8,12 +8,20 @@ from flask.typing import ResponseReturnValue
 from manager.core.actor import Owner
 from manager.core.errors import InvalidMac, MacPoolError
 from manager.core.mac import format_mac_int, parse_mac
-from manager.db import AuditEvent
-from manager.services import allocate_mac, find_allocations, list_events, list_scopes, mac_info
-from manager.services.allocations import STATES, get_allocation, release_allocation
+from manager.services import (
+    STATES,
+    AuditEvent,
+    allocate_mac,
+    find_allocations,
+    get_allocation,
+    list_events,
+    list_scopes,
+    mac_info,
+    release_allocation,
+    status_of,
+)
 from manager.web import unit_of_work
 from ui.blueprint import bp
-from ui.errors import status_of
 from ui.forms import FormState, place_error, text_field
 from ui.paging import Pager, requested_page, window
 from ui.security import requires, ui_actor

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from manager.services.auth import LoginThrottle, authenticate_user
+from manager.services import LoginThrottle, authenticate_user
 from manager.web import unit_of_work
 from ui.blueprint import bp
 from ui.forms import FORM, FormState, text_field

@@ -8,9 +8,7 @@ from flask import render_template
 from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
-from manager.db import Pool
-from manager.services import list_events, list_pools, pool_statistics
-from manager.services.pools import PoolStats
+from manager.services import Pool, PoolStats, list_events, list_pools, pool_statistics
 from manager.web import settings, unit_of_work
 from ui.blueprint import bp
 

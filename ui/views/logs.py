@@ -5,8 +5,7 @@ from __future__ import annotations
 from flask import render_template, request
 from flask.typing import ResponseReturnValue
 
-from manager.services import list_duplicates, list_events
-from manager.services.audit import SEVERITIES
+from manager.services import SEVERITIES, list_duplicates, list_events
 from manager.web import unit_of_work
 from ui.blueprint import bp
 from ui.paging import Pager, requested_page, window

@@ -13,11 +13,15 @@ from manager.core.errors import InvalidInput, MacPoolError
 from manager.core.mac import format_mac_int
 from manager.plugins import migration_sources
 from manager.presenters import migration_check_data, source_vms
-from manager.services import complete_handovers, get_allocation
-from manager.services.migration_check import SourceVm, check_migration
+from manager.services import (
+    SourceVm,
+    check_migration,
+    complete_handovers,
+    get_allocation,
+    status_of,
+)
 from manager.web import unit_of_work
 from ui.blueprint import bp
-from ui.errors import status_of
 from ui.forms import FormState, text_field
 from ui.security import requires, ui_actor
 

@@ -13,12 +13,12 @@ from manager.services import (
     find_allocations,
     get_pool,
     pool_statistics,
+    status_of,
     update_pool,
 )
 from manager.web import unit_of_work
 from ui.blueprint import bp
 from ui.confirm import confirm_and_delete
-from ui.errors import status_of
 from ui.forms import (
     FormState,
     RangeRow,

@@ -9,8 +9,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.orm import Session
 
 from manager.core.errors import InvalidInput, MacPoolError
-from manager.db import Scope
 from manager.services import (
+    ResolvedPool,
+    Scope,
     assign_pool,
     create_scope,
     delete_scope,
@@ -20,13 +21,12 @@ from manager.services import (
     list_scopes,
     move_scope,
     resolve_pool,
+    status_of,
 )
-from manager.services.scopes import ResolvedPool
 from manager.web import unit_of_work
 from scopes import ScopeKind
 from ui.blueprint import bp
 from ui.confirm import confirm_and_delete
-from ui.errors import status_of
 from ui.forms import FormState, place_error, text_field
 from ui.paging import Pager, requested_page, window
 from ui.security import requires, ui_actor

@@ -18,6 +18,7 @@ from manager.db import Allocation, Database, Scope
 from manager.services import allocate_mac, bootstrap, ensure_path, ensure_scope
 from manager.services.index_cache import forget
 from plugins.kubernetes.reconciler import Reconciler
+from plugins.kubernetes.settings import KubernetesSettings
 from tests.conftest import DEFAULT_RANGE
 from tests.plugins.kubernetes.standin import StandInServer
 
@@ -57,7 +58,9 @@ def db(db_url: str) -> Iterator[Database]:
 @pytest.fixture
 def settings(db_url: str) -> Settings:
     """Settings with the reconciler's defaults and the test database."""
-    return Settings(database_url=db_url, k8s_wait_time=300, expire_interval=3600)
+    return KubernetesSettings.within(
+        Settings(database_url=db_url, expire_interval=3600), k8s_wait_time=300
+    )
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from manager.db import Database
 from plugins.kubernetes.manifests import dump_manifests, render_manifests
 from plugins.kubernetes.reconciler import Reconciler
 from plugins.kubernetes.scoping import is_managed, selector_matches
+from plugins.kubernetes.settings import KubernetesSettings
 
 NS = "macpool-system"
 
@@ -178,7 +179,11 @@ def test_reconciler_configured_by_the_deployment_manages_what_the_webhooks_admit
     (container,) = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]["containers"]
     environ = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     settings = load_settings(environ=environ)
-    assert (settings.k8s_namespace, settings.k8s_vm_mode, settings.k8s_pod_mode) == (
+    assert (
+        KubernetesSettings.of(settings).k8s_namespace,
+        KubernetesSettings.of(settings).k8s_vm_mode,
+        KubernetesSettings.of(settings).k8s_pod_mode,
+    ) == (
         NS,
         vm_mode,
         pod_mode,

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from manager.config import Settings
 from plugins.kubernetes.health import reconciler_problem
 from plugins.kubernetes.reconciler import Reconciler, blocking_problem
+from plugins.kubernetes.settings import KubernetesSettings
 from tests.plugins.kubernetes.reconciler_harness import (
     api_client,
     db,
@@ -93,7 +94,9 @@ def test_one_log_line_a_readiness_reason_then_recovery(
 ) -> None:
     elector = FlakyElector(error)
     reconciler = make_reconciler(elector=elector)
-    reconciler.settings = replace(settings, data_dir=tmp_path, k8s_namespace="mp")
+    reconciler.settings = KubernetesSettings.within(
+        replace(settings, data_dir=tmp_path), k8s_namespace="mp"
+    )
     stop = threading.Event()
     caplog.set_level(logging.INFO, logger="plugins.kubernetes.reconciler")
     thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)

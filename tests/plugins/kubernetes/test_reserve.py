@@ -20,6 +20,7 @@ from sqlalchemy import select
 from werkzeug.test import Client
 
 from manager.core.actor import Actor, Owner
+from manager.core.errors import DatabaseUnavailable
 from manager.core.mac import parse_mac
 from manager.db import Allocation, Database
 from manager.services import assign_pool, create_pool
@@ -97,6 +98,9 @@ def test_answers_come_from_the_reserve_and_are_recorded_within_a_second(
 
     wait_until(recorded, timeout=1.0)
     assert time.monotonic() - answered < 1.0
+    samples = app.metrics.paths.collect()[0].samples
+    paths = {s.labels["path"]: s.value for s in samples if s.name.endswith("_total")}
+    assert paths["reserved"] == 5  # counted for operators: the share answered without a write
     assert len({mac for _, mac, *_ in _rows(database)}) == len(_rows(database))
 
 
@@ -200,3 +204,31 @@ def test_reservations_never_used_return_within_the_wait_time(database: Database)
     finally:
         app.reserved.close()
     assert [r[2] for r in _rows(database)] == ["vm", "vm"]
+
+
+def test_after_close_reviews_take_the_write_path_and_a_second_close_is_harmless(
+    app: WebhookApp, database: Database
+) -> None:
+    _warm(app, database)
+    assert app.reserved is not None
+    app.reserved.close()
+    assert not _reserved(database)  # every unused reservation went back
+    mac = int(parse_mac(_create(app, "late")))
+    assert [(r[1], r[2], r[3]) for r in _rows(database) if r[1] == mac] == [(mac, "vm", "late")]
+    assert not _reserved(database)  # no new reserve was started after close
+    app.reserved.close()
+
+
+def test_close_with_the_database_away_logs_and_returns(
+    app: WebhookApp, database: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    _warm(app, database)
+    assert app.reserved is not None
+
+    def away(*args: Any, **kwargs: Any) -> None:
+        raise DatabaseUnavailable
+
+    app.reserved.record_now = away  # type: ignore[method-assign]
+    with caplog.at_level("WARNING"):
+        app.reserved.close()
+    assert "unused reservations expire within the wait time" in caplog.text

@@ -123,4 +123,6 @@ def test_write_transactions_are_counted_by_their_number_of_reviews(tmp_path: Pat
     }
     text = generate_latest(metrics.registry(None, cluster_scope="/kubernetes")).decode()
     assert 'macpool_webhook_transaction_reviews_bucket{le="1.0"} 2.0' in text
+    assert 'macpool_webhook_review_paths_total{path="transaction"} 2.0' in text
+    assert 'macpool_webhook_review_paths_total{path="no_database"} 1.0' in text
     database.dispose()

@@ -21,11 +21,12 @@ from manager.config import load_settings
 from manager.core.actor import Actor, Owner
 from manager.db import ClusterState
 from manager.plugins import available_plugins
-from manager.serve import prepare
 from manager.services import allocate_mac, assign_pool, create_pool, create_scope
+from manager.startup import prepare
 from plugins.kubernetes import plugin
 from plugins.kubernetes.certificates import create_certificates, dns_names
 from plugins.kubernetes.certstore import save_certificates
+from plugins.kubernetes.clusterstate import collision_report
 from plugins.kubernetes.health import clear_problem, probe_address, report_problem
 from plugins.kubernetes.metrics import CollisionCollector
 from plugins.kubernetes.runtime import reconcile_enabled, run_webhook_process
@@ -317,7 +318,9 @@ def test_certs_refuse_missing_external_files(tmp_path: Path) -> None:
 # --- collision metrics ------------------------------------------------------------------------
 
 
-def test_collision_metrics_count_shared_macs_of_the_cluster_scope_only(tmp_path: Path) -> None:
+def test_collision_metrics_count_macs_shared_by_the_cluster_scope_as_the_report_does(
+    tmp_path: Path,
+) -> None:
     settings = load_settings({"data_dir": str(tmp_path)}, environ={})
     database = prepare(settings, echo=lambda _line: None)
     actor = Actor("test")
@@ -357,11 +360,26 @@ def test_collision_metrics_count_shared_macs_of_the_cluster_scope_only(tmp_path:
                 interface="nic1",
                 mac="0a:00:00:00:00:08",
             )
+        # Shared by a VM of the cluster and an oVirt VM outside it: a collision of the cluster,
+        # as in the reconciler's collision report (MACs are unique system-wide).
+        across = "0a:00:00:00:00:09"
+        allocate_mac(
+            session, actor, scope="/kubernetes/a", owner=Owner("vm", "w"), interface="default",
+            mac=across,
+        )  # fmt: skip
+        allocate_mac(
+            session, actor, scope="/dc", owner=Owner("ovirt-vm", "r"), interface="nic1", mac=across
+        )
         allocate_mac(
             session, actor, scope="/kubernetes/a", owner=Owner("vm", "lonely"), interface="default"
         )
     registry = CollectorRegistry()
     registry.register(CollisionCollector(database, cluster_scope="/kubernetes"))
-    assert registry.get_sample_value("kubevirt_kmp_duplicate_macs") == 2
+    assert registry.get_sample_value("kubevirt_kmp_duplicate_macs") == 3
     assert registry.get_sample_value("kmp_mac_collisions", {"mac": mac}) == 3
+    assert registry.get_sample_value("kmp_mac_collisions", {"mac": across}) == 2
     assert registry.get_sample_value("kmp_mac_collisions", {"mac": "0a:00:00:00:00:08"}) is None
+    with database.session() as session:
+        report = collision_report(session, scope_path="/kubernetes")
+    assert sorted(report.collisions) == [mac, across]
+    assert report.duplicate_macs == registry.get_sample_value("kubevirt_kmp_duplicate_macs")

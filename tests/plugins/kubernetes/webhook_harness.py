@@ -16,7 +16,7 @@ import requests
 
 from manager.config import load_settings
 from manager.db import Database
-from manager.serve import prepare
+from manager.startup import prepare
 
 MACPOOL = Path(sys.executable).with_name("macpool")
 DEFAULT_RANGE = "02:00:00:00:00:00-02:00:00:00:ff:ff"

@@ -15,8 +15,12 @@ from flask.testing import FlaskClient
 from werkzeug.datastructures import FileStorage
 from werkzeug.test import encode_multipart
 
+from manager.app import create_app
+from manager.config import ConfigError, load_settings
 from manager.db import Database
+from manager.web import state
 from plugins.ovirt.generate import vm_ovf
+from plugins.ovirt.settings import OvirtSettings
 from plugins.ovirt.web import MAX_UPLOAD_KEY
 
 from .conftest import sample, tar_bytes
@@ -196,3 +200,16 @@ def test_api_upload_bound(client: FlaskClient, headers: dict[str, dict[str, str]
     response = _post(client, headers["operator"], "vm.ovf", padded, scope="/")
     assert response.status_code == 413
     assert "accepts at most 100000 bytes" in response.get_json()["message"]
+
+
+def test_the_upload_bound_is_an_ovirt_setting_checked_at_start(tmp_path: Path) -> None:
+    settings = load_settings({"ovirt_max_upload": "5000"}, environ={})
+    assert OvirtSettings.of(settings).ovirt_max_upload == 5000
+    environ = {"MACPOOL_DATA_DIR": str(tmp_path), "MACPOOL_OVIRT_MAX_UPLOAD": "7000"}
+    app = create_app(settings=load_settings(environ=environ))
+    assert app.config[MAX_UPLOAD_KEY] == 7000
+    state(app).database.dispose()
+    with pytest.raises(ConfigError, match="MACPOOL_OVIRT_MAX_UPLOAD must be at least 1"):
+        load_settings(environ={"MACPOOL_OVIRT_MAX_UPLOAD": "0"})
+    with pytest.raises(ConfigError, match="MACPOOL_OVIRT_MAX_UPLOAD='lots' is not a whole number"):
+        load_settings(environ={"MACPOOL_OVIRT_MAX_UPLOAD": "lots"})

@@ -1,5 +1,7 @@
-"""Who is calling: bearer tokens, roles, and the check every protected view makes.
+"""What every REST endpoint needs, the API's and the plugins' alike (as ``cli_support`` is for
+commands): who is calling, and the answer shapes endpoints share.
 
+Who is calling: bearer tokens, roles, and the check every protected view makes.
 ``authorize(required, principal)`` is the reusable rule (viewer < operator < admin); the UI
 could call it with a principal built from its session user. ``requires(blp, role)`` applies it
 to an API view and documents the bearer security, 401 and 403 in the OpenAPI.
@@ -14,9 +16,11 @@ from typing import Any, TypeVar, cast
 
 from flask import g, request
 from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields, validate
 
 from manager.core.actor import Actor
 from manager.services.auth import role_allows, verify_token
+from manager.services.migration_check import STATUSES as CHECK_STATUSES
 from manager.web import unit_of_work
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -135,10 +139,49 @@ def requires(blp: Blueprint, role: str) -> Callable[[F], F]:
     return decorator
 
 
+# --- answer shapes -----------------------------------------------------------------------
+
+
+class ErrorSchema(Schema):
+    """The one error shape of the API."""
+
+    code = fields.Integer(required=True, metadata={"description": "HTTP status code"})
+    status = fields.String(required=True, metadata={"description": "HTTP status phrase"})
+    message = fields.String(required=True, metadata={"description": "What went wrong and why"})
+    reason = fields.String(
+        required=True,
+        metadata={"description": "Machine-readable reason, e.g. mac_in_use, pool_exhausted"},
+    )
+    errors = fields.Dict(
+        required=True, metadata={"description": "Details: the field, conflicting objects, …"}
+    )
+
+
+class NicVerdictSchema(Schema):
+    vm_id = fields.String(required=True)
+    vm_name = fields.String(required=True)
+    nic = fields.String(required=True)
+    mac = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(CHECK_STATUSES))
+    holders = fields.List(fields.Dict(), required=True)
+    message = fields.String(required=True)
+
+
+class MigrationCheckSchema(Schema):
+    passes = fields.Boolean(required=True, metadata={"description": "No NIC is in conflict"})
+    scope = fields.String(required=True)
+    pool = fields.String(required=True, metadata={"description": "The target's effective pool"})
+    counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
+    nics = fields.List(fields.Nested(NicVerdictSchema), required=True)
+
+
 __all__ = [
     "FORBIDDEN_RESPONSE",
     "SECURITY_SCHEME",
     "UNAUTHORIZED_RESPONSE",
+    "ErrorSchema",
+    "MigrationCheckSchema",
+    "NicVerdictSchema",
     "Principal",
     "authorize",
     "bearer_token",
