@@ -50,7 +50,7 @@ def _child(backup: str) -> None:
     from manager.core.actor import Actor
     from manager.db import Base, Database
     from manager.services import bootstrap
-    from plugins.ovirt.importer import ImportOptions, run_import
+    from plugins.ovirt.importer import ImportOptions, import_in_phases
     from plugins.ovirt.reader import read_paths
 
     with tempfile.TemporaryDirectory(prefix="macpool-bench-backup-db-") as tmp:
@@ -61,8 +61,8 @@ def _child(backup: str) -> None:
         began = time.perf_counter()
         export = read_paths([Path(backup)])
         read_s = time.perf_counter() - began
-        with db.session(write=True) as session:
-            report = run_import(session, Actor("bench"), export, options=ImportOptions())
+        # As the channels import: a dry run plans in a read transaction and writes nothing.
+        report = import_in_phases(db.session, Actor("bench"), export, options=ImportOptions())
         total_s = time.perf_counter() - began
         db.dispose()
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -159,7 +159,7 @@ def run() -> list[Result]:
             results += [
                 result(f"backup {label}: read", figures["read_s"], "s", notes),
                 result(
-                    f"backup {label}: dry run (read + import + rollback)",
+                    f"backup {label}: dry run (read + import, nothing written)",
                     figures["total_s"],
                     "s",
                     f"{notes}; goal <= {GOAL_S:.0f} s",

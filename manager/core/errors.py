@@ -111,6 +111,12 @@ class PoolExhausted(Conflict):
     reason = "pool_exhausted"
 
 
+class OutsidePool(Conflict):
+    """A requested MAC lies outside the ranges of the pool the request must take it from."""
+
+    reason = "outside_pool"
+
+
 class DuplicatesExist(Conflict):
     reason = "duplicates_exist"
 
@@ -159,6 +165,7 @@ __all__ = [
     "MacPoolError",
     "NameInUse",
     "NotFound",
+    "OutsidePool",
     "PoolExhausted",
     "PoolInUse",
     "RangeOverlap",

@@ -107,6 +107,24 @@ class Prepared:
         if params:
             self._execute(conn, params, many=True, fetch=False)
 
+    def bind_many(self, dialect: Dialect, params: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Each parameter set's DBAPI values, as :meth:`run_many` binds them: bound ahead of
+        the transaction that runs them (:meth:`run_bound`, same dialect)."""
+        form = self._form(dialect)
+        return [_values(form, each) for each in params]
+
+    def bound_slot(self, dialect: Dialect, name: str) -> tuple[int | str, Processor]:
+        """Where parameter ``name`` sits in a value set of :meth:`bind_many` (an index or a
+        key) and its bind processor: to set it in bound values later."""
+        form = self._form(dialect)
+        i = form.names.index(name)
+        return (i if form.positional else name), form.binds[i]
+
+    def run_bound(self, conn: Connection, values: Sequence[Any]) -> None:
+        """:meth:`run_many` with values from :meth:`bind_many`."""
+        if values:
+            self._execute(conn, values, many=True, fetch=False, bound=True)
+
     def count_many(self, conn: Connection, params: Sequence[Mapping[str, Any]]) -> int:
         """Execute once per parameter set; the number of rows changed in all."""
         if not params:
@@ -152,11 +170,18 @@ class Prepared:
         many: bool,
         fetch: bool,
         counted: list[int] | None = None,
+        bound: bool = False,
     ) -> tuple[_Form, list[Any]]:
         """Run on a fresh cursor of the connection; (the form, the raw rows when fetched)."""
         form = self._form(conn.dialect)
         cursor = _cursor(conn)
-        values: Any = _values_many(form, params) if many else _values(form, params[0])
+        values: Any
+        if bound:
+            values = params
+        elif many:
+            values = _values_many(form, params)
+        else:
+            values = _values(form, params[0])
         try:
             if many:
                 conn.dialect.do_executemany(cursor, form.sql, values)

@@ -42,6 +42,7 @@ from manager.services.bootstrap import bootstrap
 from manager.services.bulk_allocations import AllocationPlan
 from manager.services.common import Page
 from manager.services.errors import AnsweredError, ErrorAnswer, answer_for, status_of
+from manager.services.forecast import Forecast, Planned, Prior, StalePlan, read_snapshot
 from manager.services.handovers import complete_handovers, describe_source, pending_handovers
 from manager.services.index_cache import pool_ranges
 from manager.services.jobs import (
@@ -82,6 +83,7 @@ from manager.services.pools import (
     get_default_pool,
     get_pool,
     list_pools,
+    planned_pool,
     pool_statistics,
     remove_range,
     update_pool,
@@ -109,6 +111,7 @@ from manager.services.scopes import (
     get_scope,
     list_scopes,
     move_scope,
+    planned_scope,
     resolve_pool,
     scope_and_pool_id,
     update_scope,
@@ -130,6 +133,7 @@ __all__ = [
     "ClusterState",
     "Database",
     "ErrorAnswer",
+    "Forecast",
     "Handover",
     "Holding",
     "LoginThrottle",
@@ -137,13 +141,16 @@ __all__ = [
     "MigrationCheck",
     "Owner",
     "Page",
+    "Planned",
     "Pool",
     "PoolStats",
+    "Prior",
     "Reserved",
     "ResolvedPool",
     "Scope",
     "SourceNic",
     "SourceVm",
+    "StalePlan",
     "Target",
     "UnitOfWork",
     "User",
@@ -193,8 +200,11 @@ __all__ = [
     "owners_holdings",
     "owners_named_like",
     "pending_handovers",
+    "planned_pool",
+    "planned_scope",
     "pool_ranges",
     "pool_statistics",
+    "read_snapshot",
     "record_answers",
     "record_event",
     "record_progress",

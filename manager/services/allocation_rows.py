@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, func, insert, inspect, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import manager_of_class, set_committed_value
 
@@ -453,14 +454,22 @@ def allocation_row(
 FEW_ROWS = 16
 
 
-def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert allocation rows (one statement per row, or executemany); their ids in row order."""
+def insert_allocations(
+    conn: Connection, rows: Sequence[dict[str, Any]], *, bound: Sequence[Any] | None = None
+) -> list[int]:
+    """Insert allocation rows (one statement per row, or executemany); their ids in row order.
+
+    ``bound``: the rows' values from :func:`bind_allocations`, bound before the transaction.
+    """
     if not rows:
         return []
     if len(rows) <= FEW_ROWS:
         return [_INSERT_ALLOCATION.scalar(conn, row) for row in rows]
     after = _LAST_ALLOCATION_ID.scalar(conn, {}) or 0
-    _INSERT_ALLOCATIONS.run_many(conn, rows)
+    if bound is not None:
+        _INSERT_ALLOCATIONS.run_bound(conn, bound)
+    else:
+        _INSERT_ALLOCATIONS.run_many(conn, rows)
     ids = {tuple(found[1:]): found[0] for found in _ALLOCATIONS_AFTER.rows(conn, {"after": after})}
     return [
         ids[(row["scope_id"], row["owner_kind"], row["owner_name"], row["interface"])]
@@ -579,9 +588,31 @@ def creation_event(
     )
 
 
-def insert_audit(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
+def bind_allocations(dialect: Dialect, rows: Sequence[dict[str, Any]]) -> list[Any] | None:
+    """The DBAPI values of many allocation rows for :func:`insert_allocations` (None for a few
+    rows, which are inserted one by one)."""
+    return None if len(rows) <= FEW_ROWS else _INSERT_ALLOCATIONS.bind_many(dialect, rows)
+
+
+def insert_audit(
+    conn: Connection, rows: Sequence[dict[str, Any]], *, bound: Sequence[Any] | None = None
+) -> None:
+    """Insert audit events; ``bound``: their values from :func:`bind_audit`, bound before the
+    transaction, whose details are bound again here (they may have changed since)."""
+    if not rows:
+        return
+    if bound is None:
         _INSERT_AUDIT.run_many(conn, rows)
+        return
+    slot, process = _INSERT_AUDIT.bound_slot(conn.dialect, "details")
+    for values, row in zip(bound, rows, strict=True):
+        values[slot] = row["details"] if process is None else process(row["details"])
+    _INSERT_AUDIT.run_bound(conn, bound)
+
+
+def bind_audit(dialect: Dialect, rows: Sequence[dict[str, Any]]) -> list[Any]:
+    """The DBAPI values of audit events for :func:`insert_audit`."""
+    return _INSERT_AUDIT.bind_many(dialect, rows)
 
 
 def utc_now(now: datetime | None) -> datetime:

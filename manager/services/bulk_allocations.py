@@ -19,12 +19,19 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from manager.core.actor import Actor
-from manager.core.errors import InterfaceInUse, MacInUse, MacPoolError, PoolExhausted
+from manager.core.errors import (
+    InterfaceInUse,
+    MacInUse,
+    MacPoolError,
+    OutsidePool,
+    PoolExhausted,
+)
 from manager.core.index import HeldIndex, next_free_mac
 from manager.core.mac import format_mac_int
 from manager.core.ranges import RangeSet
@@ -39,6 +46,8 @@ from manager.services.allocation_rows import (
     allocation_row,
     audit_row,
     availability_warning,
+    bind_allocations,
+    bind_audit,
     check_request,
     connection,
     creation_event,
@@ -90,6 +99,8 @@ class _Prior:
     mac: int
     id: int | None = None
     request: int | None = None
+    #: The owner's uid (stored, or of the request of this batch).
+    uid: str | None = None
 
 
 @dataclass(slots=True)
@@ -137,6 +148,8 @@ class _PoolState:
     index: tuple[RangeSet, HeldIndex] | None = None
     #: The size of the pool's ranges, once known (a sum over the ranges: not per request).
     size: int | None = None
+    #: Availability warnings the batch recorded for the pool.
+    warnings: int = 0
 
 
 def _chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
@@ -170,7 +183,7 @@ def _named(error: MacPoolError, index: int, checked: CheckedRequest | None, req:
 
 _alloc: Table = Allocation.__table__  # type: ignore[assignment]
 _IDENTITY = Prepared(
-    select(_alloc.c.id, _alloc.c.mac).where(
+    select(_alloc.c.id, _alloc.c.mac, _alloc.c.owner_uid).where(
         _alloc.c.scope_id == bindparam("scope_id"),
         _alloc.c.owner_kind == bindparam("owner_kind"),
         _alloc.c.owner_name == bindparam("owner_name"),
@@ -198,7 +211,7 @@ def _existing(
                 },
             )
             if row is not None:
-                found[(scope_id, kind, name, interface)] = _Prior(row[1], id=row[0])
+                found[(scope_id, kind, name, interface)] = _Prior(row[1], id=row[0], uid=row[2])
         return found
     names = sorted({name for _, _, name, _ in wanted})
     columns = (
@@ -208,6 +221,7 @@ def _existing(
         table.c.owner_name,
         table.c.interface,
         table.c.mac,
+        table.c.owner_uid,
     )
     for scope_ids in _chunks(sorted(keys)):
         for chunk in _chunks(names):
@@ -224,9 +238,9 @@ def _priors(
     rows: Sequence[Any], wanted: set[tuple[int, str, str, str]]
 ) -> dict[_IdentityKey, _Prior]:
     found: dict[_IdentityKey, _Prior] = {}
-    for row_id, scope_id, kind, name, interface, mac in rows:
+    for row_id, scope_id, kind, name, interface, mac, uid in rows:
         if (scope_id, kind, name, interface) in wanted:
-            found[(scope_id, kind, name, interface)] = _Prior(mac, id=row_id)
+            found[(scope_id, kind, name, interface)] = _Prior(mac, id=row_id, uid=uid)
     return found
 
 
@@ -247,16 +261,14 @@ def homes_of(conn: Connection, macs: Sequence[int]) -> dict[int, int]:
     return found
 
 
-def _held(conn: Connection, macs: Sequence[int]) -> set[int]:
-    """Which of these MACs are held; their rows are locked against a concurrent release."""
+def _held(conn: Connection, macs: Sequence[int], *, lock: bool = True) -> set[int]:
+    """Which of these MACs are held; with ``lock``, their rows are locked against a concurrent
+    release (a forecast reads without locks)."""
     table = HeldMac.__table__
     held: set[int] = set()
     for chunk in _chunks(macs):
-        held.update(
-            conn.execute(select(table.c.mac).where(table.c.mac.in_(chunk)).with_for_update())
-            .scalars()
-            .all()
-        )
+        query = select(table.c.mac).where(table.c.mac.in_(chunk))
+        held.update(conn.execute(query.with_for_update() if lock else query).scalars().all())
     return held
 
 
@@ -289,6 +301,11 @@ class _Batch:
         self.each_event = True
         self.now = datetime.now(UTC)
         self.written = False
+        #: True: a requested MAC outside the request's effective pool is refused
+        #: (:class:`OutsidePool`) instead of being allocated as an external MAC.
+        self.in_range_only = False
+        #: The rows' and events' DBAPI values, bound ahead of the write (:meth:`bind_ahead`).
+        self.bound: tuple[list[Any] | None, list[Any]] | None = None
 
     def lock(self, pool_ids: set[int]) -> None:
         """Lock the pools not locked by this batch yet, in id order.
@@ -326,7 +343,7 @@ class _Batch:
         """
         requested = sorted({c.requested for c in checked if c.requested is not None})
         fresh = [mac for mac in requested if mac not in self.homes]
-        self.homes.update(homes_of(self.conn, fresh))
+        self.homes.update(self._homes_of(fresh))
         # Pools first: a concurrent identical request holds the same locks, so the owner
         # identities read next include what it committed (an idempotent answer, not a
         # unique-constraint failure).
@@ -339,9 +356,15 @@ class _Batch:
                 keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
         if keys and not unheld:
             self.priors.update(_existing(self.conn, keys))
-        self.held.update(_held(self.conn, [mac for mac in fresh if mac not in self.held]))
+        self.held.update(self._read_held([mac for mac in fresh if mac not in self.held]))
         order = [i for i, c in enumerate(checked) if c.requested is not None]
         return order + [i for i, c in enumerate(checked) if c.requested is None]
+
+    def _homes_of(self, macs: Sequence[int]) -> dict[int, int]:
+        return homes_of(self.conn, macs)
+
+    def _read_held(self, macs: Sequence[int]) -> set[int]:
+        return _held(self.conn, macs)
 
     def _index(self, state: _PoolState) -> tuple[RangeSet, HeldIndex]:
         if state.index is None:
@@ -374,12 +397,14 @@ class _Batch:
             in_range = home is not None and home.pool.id == effective_id
             if value in self.held:
                 if self._hand_over(i, checked, scope, effective.pool, value, in_range):
-                    self.priors[key] = _Prior(value, request=i)
+                    self.priors[key] = _Prior(value, request=i, uid=checked.owner_uid)
                     return
                 self._check_duplicate(effective.pool, value)
+                self._check_in_range(effective, value, in_range)
                 self.shared.add(value)
                 home = None
             else:
+                self._check_in_range(effective, value, in_range)
                 self.held.add(value)
                 self.new_held.append(value)
                 self.fresh.append((effective_id, value))
@@ -396,7 +421,7 @@ class _Batch:
             now=self.now,
         )
         self.rows.append((i, row, scope, effective.pool))
-        self.priors[key] = _Prior(value, request=i)
+        self.priors[key] = _Prior(value, request=i, uid=checked.owner_uid)
         event = self._created_event(row, scope, effective.pool, checked)
         if self.each_event:
             self.events.append(event)
@@ -406,6 +431,23 @@ class _Batch:
         )
         if home is not None:
             self._warn(home)
+
+    def _check_in_range(self, effective: _PoolState, value: int, in_range: bool) -> None:
+        if in_range or not self.in_range_only:
+            return
+        pool = effective.pool
+        ranges = self._index(effective)[0]
+        raise OutsidePool(
+            f"{format_mac_int(value)} is outside the ranges of pool '{pool.name}' "
+            f"({', '.join(str(r) for r in ranges)}).",
+            field="mac",
+            details={
+                "mac": format_mac_int(value),
+                "pool": pool.name,
+                "pool_id": pool.id,
+                "ranges": [str(r) for r in ranges],
+            },
+        )
 
     def _describe_prior(self, prior: _Prior) -> dict[str, Any]:
         """The holder of an owner identity, for an error: stored, or planned by this batch."""
@@ -436,6 +478,12 @@ class _Batch:
             self.db_holders[value] = holders_of(self.session, value)
         return self.db_holders[value]
 
+    def _holder_rows(self, value: int) -> list[StoredHolder]:
+        """The stored holders of a MAC as rows (hand-overs move one of them)."""
+        if value not in self.holder_rows:
+            self.holder_rows[value] = stored_holders(self.conn, value)
+        return self.holder_rows[value]
+
     def _hand_over(
         self,
         i: int,
@@ -453,9 +501,7 @@ class _Batch:
         """
         if checked.handover is None and not checked.adopt_reserved:
             return False
-        if value not in self.holder_rows:
-            self.holder_rows[value] = stored_holders(self.conn, value)
-        rows = self.holder_rows[value]
+        rows = self._holder_rows(value)
         taken = {move[1].id for move in self.moves}
         mac = format_mac_int(value)
         holder = reserved_holder(rows, taken=taken) if checked.adopt_reserved else None
@@ -548,6 +594,7 @@ class _Batch:
             low_warned=state.low_warned,
         )
         if warning is not None:
+            state.warnings += 1
             self.events.append(audit_row(self.actor, now=self.now, **warning))
 
     def _created_event(
@@ -571,6 +618,13 @@ class _Batch:
         row["_event"] = event
         return event
 
+    def bind_ahead(self, dialect: Dialect) -> None:
+        """Bind the planned rows' and events' values now, so that the write only runs them
+        (a plan made before its write transaction: the binding costs the transaction nothing).
+        Nothing may be planned after it."""
+        rows = [row for _, row, _, _ in self.rows]
+        self.bound = (bind_allocations(dialect, rows), bind_audit(dialect, self.events))
+
     def write(self, *, objects: bool = True, savepoint: bool = True) -> dict[int, Allocation]:
         """Write the planned rows; the new allocations by request index (none without
         ``objects``: callers that only need the MACs skip building the ORM objects).
@@ -591,7 +645,8 @@ class _Batch:
                 events = [row.pop("_event") for row in rows]
                 before = shares_of(conn, self.shared, self.homes)
                 moved = {i: move(conn, holder, values) for i, holder, values, _, _ in self.moves}
-                ids = insert_allocations(conn, rows)
+                bound_rows, bound_events = self.bound or (None, None)
+                ids = insert_allocations(conn, rows, bound=bound_rows)
                 after = shares_of(conn, self.shared, self.homes)
                 apply_changes(
                     self.session,
@@ -606,7 +661,7 @@ class _Batch:
                 for row, event, row_id in zip(rows, events, ids, strict=True):
                     row["id"] = row_id
                     event["details"]["allocation_id"] = row_id
-                insert_audit(conn, self.events)
+                insert_audit(conn, self.events, bound=bound_events)
                 for state in changed:
                     set_committed_value(state.pool, "low_warned", state.low_warned)
                     write_pool(conn, state.pool, cursor=state.cursor, now=self.now)

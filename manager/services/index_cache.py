@@ -126,6 +126,14 @@ def pool_index(session: Session, pool: Pool) -> tuple[RangeSet, HeldIndex]:
     return entry.ranges, entry.index
 
 
+def private_index(session: Session, pool: Pool) -> tuple[RangeSet, HeldIndex]:
+    """The pool's ranges and a new index of the held MACs inside them, as the session's
+    transaction sees them, shared with nobody: for planning without the pool's row lock (the
+    shared index may only change under it)."""
+    entry = _load(session, pool)
+    return entry.ranges, entry.index
+
+
 @dataclass(slots=True)
 class _Advance:
     """One :func:`advance_index` of an open transaction, and how a rollback reverts it."""
@@ -214,6 +222,7 @@ __all__ = [
     "invalidate",
     "pool_index",
     "pool_ranges",
+    "private_index",
     "prune_history",
     "record_change",
 ]

@@ -170,6 +170,47 @@ def _describe(pool: Pool) -> dict[str, object]:
     }
 
 
+def _checked_pool(
+    name: object, description: object, ranges: Iterable[RangeInput], allow_duplicates: object
+) -> tuple[str, str, RangeSet]:
+    name = _check_name(name)
+    checked_description = check_description(description)
+    range_set = coerce_ranges(ranges)
+    if not isinstance(allow_duplicates, bool):
+        raise InvalidInput("allow_duplicates must be true or false.", field="allow_duplicates")
+    return name, checked_description, range_set
+
+
+def planned_pool(
+    session: Session,
+    *,
+    name: str,
+    ranges: Iterable[RangeInput],
+    description: str = "",
+    allow_duplicates: bool = False,
+) -> Pool:
+    """The pool :func:`create_pool` would create, checked as it checks it, not written: a
+    transient object (no id) for a plan made ahead of its write, which creates it for real."""
+    name, description, range_set = _checked_pool(name, description, ranges, allow_duplicates)
+    _check_name_free(session, name)
+    _check_overlaps(session, range_set, exclude_id=None)
+    return Pool(
+        name=name,
+        name_key=name.lower(),
+        description=description,
+        allow_duplicates=allow_duplicates,
+        is_default=False,
+        revision=0,
+        index_token=0,
+        cursor=None,
+        held_count=_held_in(session, range_set),
+        low_warned=False,
+        external_count=0,
+        duplicate_count=0,
+        ranges=[PoolRange(start_mac=r.start, end_mac=r.end) for r in range_set],
+    )
+
+
 def create_pool(
     session: Session,
     actor: Actor,
@@ -181,11 +222,7 @@ def create_pool(
     is_default: bool = False,
 ) -> Pool:
     """Create a pool; refuses a taken name and any range overlapping another pool's."""
-    name = _check_name(name)
-    description = check_description(description)
-    range_set = coerce_ranges(ranges)
-    if not isinstance(allow_duplicates, bool):
-        raise InvalidInput("allow_duplicates must be true or false.", field="allow_duplicates")
+    name, description, range_set = _checked_pool(name, description, ranges, allow_duplicates)
     lock_ranges(session)
     _check_name_free(session, name)
     _check_overlaps(session, range_set, exclude_id=None)
@@ -443,6 +480,7 @@ __all__ = [
     "get_default_pool",
     "get_pool",
     "list_pools",
+    "planned_pool",
     "pool_statistics",
     "random_default_range",
     "remove_range",

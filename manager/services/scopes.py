@@ -108,6 +108,51 @@ def _check_sibling_free(session: Session, parent: Scope, name: str, exclude: int
         )
 
 
+def planned_scope(
+    session: Session,
+    *,
+    kind: str | ScopeKind,
+    name: str,
+    parent: ScopeRef = ROOT_PATH,
+    pool_id: int | None = None,
+    description: str = "",
+) -> Scope:
+    """The scope :func:`create_scope` creates, checked as it checks it, not written: a
+    transient object (no id). A plan made ahead of its write may give a planned parent (a
+    transient :class:`Scope` with a made-up negative id, which has no children yet) and a
+    planned pool (a negative ``pool_id``)."""
+    return _new_scope(session, kind, name, parent, pool_id, description, planned=True)
+
+
+def _new_scope(
+    session: Session,
+    kind: str | ScopeKind,
+    name: str,
+    parent: ScopeRef,
+    pool_id: int | None,
+    description: str,
+    *,
+    planned: bool,
+) -> Scope:
+    scope_kind = parse_kind(kind)
+    name = validate_scope_name(name)
+    description = check_description(description)
+    parent_scope = get_scope(session, parent)
+    check_parent(scope_kind, ScopeKind(parent_scope.kind))
+    if not planned or parent_scope.id > 0:
+        _check_sibling_free(session, parent_scope, name, exclude=None)
+    if pool_id is not None and (not planned or pool_id > 0):
+        get_pool(session, pool_id)
+    return Scope(
+        kind=scope_kind.value,
+        name=name,
+        parent_id=parent_scope.id,
+        path=child_path(parent_scope.path, name),
+        pool_id=pool_id,
+        description=description,
+    )
+
+
 def create_scope(
     session: Session,
     actor: Actor,
@@ -119,22 +164,7 @@ def create_scope(
     description: str = "",
 ) -> Scope:
     """Create a scope under ``parent`` (id or path), optionally assigning it a pool."""
-    scope_kind = parse_kind(kind)
-    name = validate_scope_name(name)
-    description = check_description(description)
-    parent_scope = get_scope(session, parent)
-    check_parent(scope_kind, ScopeKind(parent_scope.kind))
-    _check_sibling_free(session, parent_scope, name, exclude=None)
-    if pool_id is not None:
-        get_pool(session, pool_id)
-    scope = Scope(
-        kind=scope_kind.value,
-        name=name,
-        parent_id=parent_scope.id,
-        path=child_path(parent_scope.path, name),
-        pool_id=pool_id,
-        description=description,
-    )
+    scope = _new_scope(session, kind, name, parent, pool_id, description, planned=False)
     session.add(scope)
     session.flush()
     record_event(
@@ -466,6 +496,7 @@ __all__ = [
     "get_scope",
     "list_scopes",
     "move_scope",
+    "planned_scope",
     "resolve_pool",
     "scope_and_pool_id",
     "scopes_and_pool_ids",

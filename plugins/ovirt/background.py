@@ -4,11 +4,11 @@ worker that received the upload reads and imports it, and the job's phase, progr
 report are kept in the database (:mod:`manager.services.jobs`), so the status page shows the
 same thing whichever worker or replica serves it.
 
-The thread runs the very import a request would (:func:`~plugins.ovirt.importer.run_import`,
+The thread runs the very import a request would (:func:`~plugins.ovirt.importer.import_in_phases`,
 dry run or apply, on the kept upload); only where its outcome goes differs. Progress is written
 while the upload is read, at most once a second; while the import itself runs, the job says
-"importing" without a percentage: on SQLite the import holds the only write lock, and a
-second write (the progress) would wait for it.
+"importing" without a percentage: an import whose plan keeps going stale is planned inside the
+write lock, where a second write (the progress) would wait for it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from manager.core.actor import Actor
 from manager.core.errors import MacPoolError
 from manager.services import finish_job, record_progress, start_job, status_of
 from manager.web import unit_of_work
-from plugins.ovirt.importer import ImportOptions, ImportRefused, run_import
+from plugins.ovirt.importer import ImportOptions, ImportRefused, import_in_phases
 from plugins.ovirt.reader import read_upload_file
 from plugins.ovirt.report import ImportReport
 
@@ -70,8 +70,7 @@ def _import(
     export = read_upload_file(filename, path, progress=_Progress(job_id, READING))
     _record(job_id, phase=IMPORTING, done=0, total=export.nic_count)
     try:
-        with unit_of_work(write=True) as session:
-            report = run_import(session, actor, export, options=options, sources=[filename])
+        report = import_in_phases(unit_of_work, actor, export, options=options, sources=[filename])
     except ImportRefused as refused:
         return refused.report
     if report.applied:

@@ -12,7 +12,7 @@ import click
 from click._termui_impl import ProgressBar
 
 from manager.cli_support import CliContext, handle_errors, json_option, pass_ctx
-from plugins.ovirt.importer import ImportOptions, ImportRefused, run_import
+from plugins.ovirt.importer import ImportOptions, ImportRefused, import_in_phases
 from plugins.ovirt.reader import read_paths
 from plugins.ovirt.report import ImportReport, render_text
 
@@ -128,9 +128,9 @@ def import_ovirt(
         export = read_paths(list(paths), progress=progress)
     options = ImportOptions(dry_run=not apply_, reassign_bad_macs=reassign_bad_macs, scope=scope)
     try:
-        with ctx.session(write=True) as session, _progress("Importing", wanted=wanted) as bar:
-            report = run_import(
-                session,
+        with _progress("Importing", wanted=wanted) as bar:
+            report = import_in_phases(
+                ctx.session,
                 ctx.actor,
                 export,
                 options=options,

@@ -20,6 +20,7 @@ Rules (DESIGN §6):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
@@ -36,8 +37,12 @@ from manager.services import (
     find_child_scope,
     find_pool_by_name,
     get_default_pool,
+    get_pool,
     get_scope,
+    planned_pool,
+    planned_scope,
     pool_ranges,
+    resolve_pool,
 )
 from plugins.ovirt.errors import locate
 from plugins.ovirt.records import (
@@ -54,14 +59,32 @@ from scopes import ROOT_PATH
 RENAMED_PREFIX = "ovirt-"
 
 
+class TopologyChange(Exception):
+    """Mapping would create or change a pool or scope, and may not write (a plan made ahead)."""
+
+
 @dataclass(slots=True)
 class Mapped:
-    """What the export's objects became: pools by oVirt pool id, scopes by cluster id/name."""
+    """What the export's objects became: pools by oVirt pool id, scopes by cluster id/name.
+
+    Mapped without writing, pools and scopes to be created are *planned*: transient objects
+    with made-up negative ids (``planned_pools``, ``planned_scopes``), created by the write.
+    """
 
     pools: dict[str, Pool] = field(default_factory=dict)
     default_pool: Pool | None = None
     clusters: dict[str, Scope] = field(default_factory=dict)
     clusters_by_name: dict[str, list[Scope]] = field(default_factory=dict)
+    planned_pools: list[Pool] = field(default_factory=list)
+    planned_scopes: list[Scope] = field(default_factory=list)
+
+    def planned_pool_named(self, name: str) -> Pool | None:
+        return next((p for p in self.planned_pools if p.name_key == name.lower()), None)
+
+    def planned_child(self, parent: Scope, name: str) -> Scope | None:
+        return next(
+            (s for s in self.planned_scopes if s.parent_id == parent.id and s.name == name), None
+        )
 
 
 def _prefixed(exc: MacPoolError, where: str) -> MacPoolError:
@@ -74,7 +97,15 @@ def _same(pool: Pool, ranges: RangeSet, allow_duplicates: bool) -> bool:
     return have == [(r.start, r.end) for r in ranges] and pool.allow_duplicates == allow_duplicates
 
 
-def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportReport) -> Pool | None:
+def _map_pool(
+    session: Session,
+    actor: Actor,
+    pool: OvirtPool,
+    report: ImportReport,
+    *,
+    mapped: Mapped,
+    writes: bool,
+) -> Pool | None:
     where = locate(pool.source) + f", MAC pool '{pool.name}'"
     ranges = RangeSet(MacRange(r.start, r.end) for r in pool.ranges)
     name = pool.name.strip() or f"{RENAMED_PREFIX}{pool.id}"
@@ -112,7 +143,7 @@ def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportRep
     try:
         existing: Pool | None = find_pool_by_name(session, name)
     except NotFound:
-        existing = None
+        existing = mapped.planned_pool_named(name)
     if existing is not None:
         if _same(existing, ranges, pool.allow_duplicates):
             outcome("unchanged", existing.name)
@@ -124,6 +155,8 @@ def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportRep
             field="name",
             details={"pool": existing.name, "pool_id": existing.id, "source": pool.source},
         )
+    if not writes:
+        return _plan_pool(session, pool, name, ranges, where, mapped, outcome)
     try:
         created = create_pool(
             session,
@@ -139,11 +172,55 @@ def _map_pool(session: Session, actor: Actor, pool: OvirtPool, report: ImportRep
     return created
 
 
-def map_pools(session: Session, actor: Actor, export: OvirtExport, report: ImportReport) -> Mapped:
-    """Create or reuse a pool for every oVirt pool; returns them by oVirt pool id."""
+def _plan_pool(
+    session: Session,
+    pool: OvirtPool,
+    name: str,
+    ranges: RangeSet,
+    where: str,
+    mapped: Mapped,
+    outcome: Callable[[str, str], None],
+) -> Pool:
+    """The pool to create, checked as creating it checks it, not written."""
+    for other in mapped.planned_pools:
+        if any(_overlaps(other, r) for r in ranges):
+            # Creating it would be refused (an overlap with another pool of the export): the
+            # import is mapped in the write transaction, which raises the services' error.
+            raise TopologyChange(f"MAC pool '{name}' overlaps pool '{other.name}'")
+    try:
+        planned = planned_pool(
+            session,
+            name=name,
+            ranges=list(ranges),
+            description=pool.description or f"Imported from oVirt (pool {pool.id}).",
+            allow_duplicates=pool.allow_duplicates,
+        )
+    except MacPoolError as exc:
+        raise _prefixed(exc, where) from exc
+    planned.id = -1 - len(mapped.planned_pools)
+    mapped.planned_pools.append(planned)
+    outcome("created", planned.name)
+    return planned
+
+
+def _overlaps(pool: Pool, rng: MacRange) -> bool:
+    return any(r.start <= rng.end and rng.start <= r.end for r in pool_ranges(pool))
+
+
+def map_pools(
+    session: Session,
+    actor: Actor,
+    export: OvirtExport,
+    report: ImportReport,
+    *,
+    writes: bool = True,
+) -> Mapped:
+    """Create or reuse a pool for every oVirt pool; returns them by oVirt pool id.
+
+    ``writes=False``: plan the pools to create instead (see :class:`Mapped`)."""
     mapped = Mapped()
     for pool in export.pools:
-        target = _map_pool(session, actor, pool, report)
+        target = _map_pool(session, actor, pool, report, mapped=mapped, writes=writes)
         if target is not None:
             mapped.pools[pool.id] = target
             if pool.default_pool:
@@ -179,9 +256,29 @@ def _ensure(
     pool: Pool | None,
     source: str,
     report: ImportReport,
+    mapped: Mapped,
+    writes: bool,
 ) -> Scope:
     where = locate(source) + f", {kind} '{name}'"
-    found = find_child_scope(session, parent=parent, name=name)
+    found = find_child_scope(session, parent=parent, name=name) or mapped.planned_child(
+        parent, name
+    )
+    if found is None and not writes:
+        try:
+            planned = planned_scope(
+                session,
+                kind=kind,
+                name=name,
+                parent=parent,
+                pool_id=None if pool is None else pool.id,
+                description="Imported from oVirt.",
+            )
+        except MacPoolError as exc:
+            raise _prefixed(exc, where) from exc
+        planned.id = -1 - len(mapped.planned_scopes)
+        mapped.planned_scopes.append(planned)
+        report.scopes.append(ScopeOutcome(planned.path, kind, "created", _name(pool)))
+        return planned
     if found is None:
         try:
             scope = create_scope(
@@ -203,13 +300,15 @@ def _ensure(
             details={"path": found.path, "source": source},
         )
     if pool is None or found.pool_id == pool.id:
-        current = None if found.pool_id is None else session.get(Pool, found.pool_id)
+        current = None if found.pool_id is None else _pool(session, mapped, found.pool_id)
         report.scopes.append(ScopeOutcome(found.path, kind, "unchanged", _name(current)))
     elif found.pool_id is None:
+        if not writes:
+            raise TopologyChange(f"scope {found.path} would be assigned pool '{pool.name}'")
         assign_pool(session, actor, found, pool.id)
         report.scopes.append(ScopeOutcome(found.path, kind, "assigned", pool.name))
     else:
-        current = session.get(Pool, found.pool_id)
+        current = _pool(session, mapped, found.pool_id)
         message = (
             f"scope {found.path} already uses pool '{_name(current)}'; the export assigns "
             f"'{pool.name}'. The scope keeps '{_name(current)}'."
@@ -219,14 +318,44 @@ def _ensure(
     return found
 
 
+def _pool(session: Session, mapped: Mapped, pool_id: int) -> Pool | None:
+    """A pool by id, planned ones included."""
+    if pool_id < 0:
+        return next(p for p in mapped.planned_pools if p.id == pool_id)
+    return get_pool(session, pool_id)
+
+
+def effective_pool(session: Session, scope: Scope, mapped: Mapped) -> Pool:
+    """The pool a scope's allocations take MACs from, planned scopes and pools included."""
+    planned = {s.id: s for s in mapped.planned_scopes}
+    while scope.id < 0:
+        if scope.pool_id is not None:
+            found = _pool(session, mapped, scope.pool_id)
+            assert found is not None  # a foreign key will guarantee it
+            return found
+        assert scope.parent_id is not None  # only the engine scope has none
+        parent = planned.get(scope.parent_id) or get_scope(session, scope.parent_id)
+        scope = parent
+    return resolve_pool(session, scope).pool
+
+
 def _name(pool: Pool | None) -> str | None:
     return None if pool is None else pool.name
 
 
 def map_scopes(
-    session: Session, actor: Actor, export: OvirtExport, mapped: Mapped, report: ImportReport
+    session: Session,
+    actor: Actor,
+    export: OvirtExport,
+    mapped: Mapped,
+    report: ImportReport,
+    *,
+    writes: bool = True,
 ) -> None:
-    """Create or reuse a scope for every data center and cluster, with their pools."""
+    """Create or reuse a scope for every data center and cluster, with their pools.
+
+    ``writes=False``: plan the scopes to create instead (see :class:`Mapped`); a scope whose
+    pool would change raises :class:`TopologyChange`."""
     root = get_scope(session, ROOT_PATH)
     dcs: dict[str, tuple[Scope, Pool | None]] = {}
     for dc in export.data_centers:
@@ -246,11 +375,20 @@ def map_scopes(
             pool=pool,
             source=dc.source,
             report=report,
+            mapped=mapped,
+            writes=writes,
         )
         dcs[dc.id] = (scope, pool)
     for cluster in export.clusters:
         _map_cluster(
-            session, actor, cluster=cluster, dcs=dcs, root=root, mapped=mapped, report=report
+            session,
+            actor,
+            cluster=cluster,
+            dcs=dcs,
+            root=root,
+            mapped=mapped,
+            report=report,
+            writes=writes,
         )
 
 
@@ -263,6 +401,7 @@ def _map_cluster(
     root: Scope,
     mapped: Mapped,
     report: ImportReport,
+    writes: bool,
 ) -> None:
     parent, dc_pool = dcs.get(cluster.data_center_id or "", (root, None))
     if cluster.data_center_id and cluster.data_center_id not in dcs:
@@ -292,9 +431,18 @@ def _map_cluster(
         pool=pool,
         source=cluster.source,
         report=report,
+        mapped=mapped,
+        writes=writes,
     )
     mapped.clusters[cluster.id] = scope
     mapped.clusters_by_name.setdefault(cluster.name, []).append(scope)
 
 
-__all__ = ["RENAMED_PREFIX", "Mapped", "map_pools", "map_scopes"]
+__all__ = [
+    "RENAMED_PREFIX",
+    "Mapped",
+    "TopologyChange",
+    "effective_pool",
+    "map_pools",
+    "map_scopes",
+]

@@ -1,50 +1,48 @@
-"""Allocate every imported VM NIC through the services, classifying bad MACs first.
+"""Every imported VM NIC as one request to the allocation kernel, and its plan read as a report.
 
-A MAC is *bad* (oVirt's ``VnicWithBadMacPredicate``) when it is held elsewhere and the
-NIC's pool or a holder's pool does not allow duplicates, or when it lies outside the NIC's
-pool's ranges. Bad MACs are reassigned with ``reassign_bad_macs``; otherwise they are
-conflicts and the import is refused. NICs without a MAC get a new one.
+The kernel (:class:`~manager.services.Forecast`) plans the whole import at once with the rules
+every channel uses; this module only asks and reads the answers. A MAC is *bad* (oVirt's
+``VnicWithBadMacPredicate``) when the kernel refuses it to the NIC: held elsewhere while the
+NIC's pool or a holder's pool does not allow duplicates (``MacInUse``), or outside the NIC's
+pool's ranges (``OutsidePool``: the import asks for MACs of the NIC's pool only, as the engine
+did). Bad MACs are reassigned with ``reassign_bad_macs`` (the kernel plans such a NIC again
+without its MAC); otherwise they are conflicts and the import is refused. NICs without a MAC
+get a new one.
 
-Two passes, like the engine's import: first every NIC that keeps its MAC (so that a MAC the
-export carries is never handed to another NIC as a "new" one), then new and reassigned MACs.
-Lookups are batched (holders of every imported MAC, every existing ``ovirt-vm`` identity in
-the target scopes) to classify without a query per NIC; the writes go through
-:func:`~manager.services.allocations.allocate_macs` (the same rules as ``allocate_mac``, checked
-again, applied to a batch of NICs at a time). If the services refuse a batch (a pool ran out,
-a concurrent change), that batch is retried NIC by NIC with ``allocate_mac`` so that only the
-refused NICs become conflicts, as before.
+The kernel steps every NIC that names a MAC first, then the NICs that need a new one (NICs
+without a MAC and reassigned ones, in export order), as the engine's import did: a MAC the
+export carries is never handed to another NIC as a new one. An owner identity (VM name and
+interface in the scope) that already holds a MAC is reported as the engine would: unchanged,
+external, or a conflict naming the VM that holds it.
+
+Planning reads only; the caller writes the plan (:meth:`Forecast.write`) or discards it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
-from manager.core.errors import MacPoolError
+from manager.core.errors import MacInUse, MacPoolError, OutsidePool
 from manager.core.mac import MacAddress, format_mac_int
 from manager.core.ranges import RangeSet
 from manager.services import (
-    Allocation,
     AllocationRequest,
-    AllocationResult,
+    Forecast,
+    Planned,
     Pool,
+    Prior,
     Scope,
-    allocate_mac,
-    allocate_macs,
     pool_ranges,
 )
 from plugins.ovirt.records import OvirtNic, OvirtVm
 from plugins.ovirt.report import BadReason, ImportReport, NicOutcome, NicStatus, VmOutcome
 
 OWNER_KIND = "ovirt-vm"
-#: Rows per ``IN (...)`` list: below every backend's bound-parameter limit.
-_CHUNK = 500
-#: NICs per ``allocate_macs`` call (each call locks the pools once and writes in batches).
-_BATCH = 2000
 
 Progress = Callable[[int, int], None]
 
@@ -59,20 +57,9 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
-class _Holder:
-    allows_duplicates: bool
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _Identity:
-    mac: int
-    uid: str | None
-
-
-@dataclass(slots=True)
-class _Pending:
+class _Nic:
     vm: OvirtVm
+    nic: OvirtNic
     target: Target
     outcome: NicOutcome
 
@@ -80,54 +67,6 @@ class _Pending:
 def target_for(scope: Scope, pool: Pool) -> Target:
     """A :class:`Target` for a scope and its effective pool."""
     return Target(scope, pool, pool_ranges(pool))
-
-
-def _chunks(values: Sequence[int]) -> Iterable[Sequence[int]]:
-    for i in range(0, len(values), _CHUNK):
-        yield values[i : i + _CHUNK]
-
-
-def _load_holders(session: Session, macs: set[int]) -> dict[int, list[_Holder]]:
-    holders: dict[int, list[_Holder]] = {}
-    for chunk in _chunks(sorted(macs)):
-        rows = session.execute(
-            select(
-                Allocation.mac,
-                Allocation.owner_kind,
-                Allocation.owner_name,
-                Allocation.interface,
-                Scope.path,
-                Pool.name,
-                Pool.allow_duplicates,
-            )
-            .join(Scope, Scope.id == Allocation.scope_id)
-            .join(Pool, Pool.id == Allocation.pool_id)
-            .where(Allocation.mac.in_(chunk))
-            .order_by(Allocation.id)
-        ).all()
-        for mac, kind, owner, interface, path, pool, allows in rows:
-            text = f"{kind} '{owner}' interface '{interface}' in scope {path} (pool '{pool}')"
-            holders.setdefault(mac, []).append(_Holder(allows, text))
-    return holders
-
-
-def _load_identities(
-    session: Session, scope_ids: set[int]
-) -> dict[tuple[int, str, str], _Identity]:
-    found: dict[tuple[int, str, str], _Identity] = {}
-    for chunk in _chunks(sorted(scope_ids)):
-        rows = session.execute(
-            select(
-                Allocation.scope_id,
-                Allocation.owner_name,
-                Allocation.interface,
-                Allocation.mac,
-                Allocation.owner_uid,
-            ).where(Allocation.owner_kind == OWNER_KIND, Allocation.scope_id.in_(chunk))
-        ).all()
-        for scope_id, owner, interface, mac, uid in rows:
-            found[(scope_id, owner, interface)] = _Identity(mac, uid)
-    return found
 
 
 def interface_names(vm: OvirtVm) -> list[str]:
@@ -140,8 +79,26 @@ def interface_names(vm: OvirtVm) -> list[str]:
     return names
 
 
+def _holder_text(holder: dict[str, Any]) -> str:
+    """A holder from the kernel's refusal, as the report names it."""
+    this_import = ", this import" if holder.get("allocation_id") is None else ""
+    return (
+        f"{holder['owner_kind']} '{holder['owner_name']}' interface '{holder['interface']}' "
+        f"in scope {holder['scope']} (pool '{holder['pool']}'{this_import})"
+    )
+
+
+def _bad(error: MacPoolError) -> bool:
+    """Whether the kernel's refusal makes the NIC's MAC bad (reassignable)."""
+    return isinstance(error, MacInUse | OutsidePool)
+
+
 class NicAllocator:
-    """Classifies and allocates the NICs of one import (see the module docstring)."""
+    """Plans the NICs of one import with the kernel and fills the report (see the docstring).
+
+    ``locked``: plan inside the caller's write transaction with the kernel's locks (the plan
+    cannot go stale); otherwise plan in a read transaction, to be written later.
+    """
 
     def __init__(
         self,
@@ -150,181 +107,153 @@ class NicAllocator:
         *,
         reassign_bad_macs: bool,
         report: ImportReport,
+        locked: bool = False,
     ) -> None:
         self.session = session
         self.actor = actor
         self.reassign = reassign_bad_macs
         self.report = report
-        self._holders: dict[int, list[_Holder]] = {}
-        self._identities: dict[tuple[int, str, str], _Identity] = {}
-        self._pending: list[_Pending] = []
-        #: NICs keeping their MAC, classified and recorded, waiting for the batch write.
-        self._kept: list[tuple[_Pending, int]] = []
+        self.locked = locked
 
-    def run(
-        self, placed: Sequence[tuple[OvirtVm, Target]], *, progress: Progress | None = None
-    ) -> None:
-        """Allocate every NIC of every VM (in ``placed`` order) and fill the report."""
-        macs = {nic.mac for vm, _ in placed for nic in vm.nics if nic.mac is not None}
-        self._holders = _load_holders(self.session, macs)
-        self._identities = _load_identities(self.session, {t.scope.id for _, t in placed})
-        total = sum(len(vm.nics) for vm, _ in placed)
-        done = 0
+    def plan(
+        self,
+        placed: Sequence[tuple[OvirtVm, Target]],
+        *,
+        progress: Progress | None = None,
+        planned_pools: Sequence[Pool] = (),
+    ) -> Forecast:
+        """Plan every NIC of every VM (in ``placed`` order), fill the report, return the plan.
+
+        ``planned_pools``: pools the import creates when it is written (made-up ids), which
+        targets may use."""
+        nics: list[_Nic] = []
+        requests: list[AllocationRequest] = []
+        targets: list[tuple[Scope, int]] = []
         for vm, target in placed:
             outcome = VmOutcome(vm.label, vm.id, vm.source, target.scope.path, target.pool.name)
             self.report.vms.append(outcome)
             for nic, interface in zip(vm.nics, interface_names(vm), strict=True):
-                outcome.nics.append(self._first_pass(vm, nic, interface, target))
-            done += len(vm.nics)
-            if progress is not None:
-                progress(done, total)
-        self._write(self._kept)
-        self._write([(pending, None) for pending in self._pending])
+                nic_outcome = NicOutcome(nic.name, interface, NicStatus.KEPT, nic.mac_text)
+                outcome.nics.append(nic_outcome)
+                nics.append(_Nic(vm, nic, target, nic_outcome))
+                requests.append(
+                    AllocationRequest(
+                        target.scope,
+                        Owner(OWNER_KIND, vm.label, vm.id),
+                        interface,
+                        mac=None if nic.mac is None else MacAddress(nic.mac),
+                    )
+                )
+                targets.append((target.scope, target.pool.id))
+        forecast = Forecast(self.session, self.actor, locked=self.locked, in_range_only=True)
+        forecast.assume(planned_pools)
+        retry = (lambda _i, error: _bad(error)) if self.reassign else None
+        try:
+            planned = forecast.plan(requests, retry=retry, progress=progress, targets=targets)
+        except BaseException:
+            forecast.discard()
+            raise
+        for i, (item, answer) in enumerate(zip(nics, planned, strict=True)):
+            self._classify(i, item, answer, planned)
+        return forecast
 
-    def _first_pass(self, vm: OvirtVm, nic: OvirtNic, interface: str, target: Target) -> NicOutcome:
-        mac = nic.mac_text
-        outcome = NicOutcome(nic.name, interface, NicStatus.KEPT, mac)
-        key = (target.scope.id, vm.label, interface)
-        existing = self._identities.get(key)
-        if existing is not None:
-            return self._existing(vm, nic, outcome, existing, target)
-        if nic.mac is None:
-            outcome.status = NicStatus.NEW
-            self._pending.append(_Pending(vm, target, outcome))
-            return outcome
-        bad = self._bad(nic.mac, target, outcome)
-        if bad:
-            if self.reassign:
-                outcome.status, outcome.old_mac, outcome.mac = NicStatus.REASSIGNED, mac, None
-                self._pending.append(_Pending(vm, target, outcome))
+    def _classify(self, i: int, item: _Nic, planned: Planned, every: Sequence[Planned]) -> None:
+        outcome = item.outcome
+        if planned.retried:
+            self._reassigned(item, planned)
+            return
+        prior = planned.prior
+        if prior is not None:
+            if prior.allocation_id is not None or self._kept_before(prior, i, every):
+                self._existing(item, prior)
             else:
-                outcome.status = NicStatus.CONFLICT
-            return outcome
-        outcome.reason, outcome.holders, outcome.message = None, [], ""
-        # Recorded now (the MAC is known), so later NICs of this import are classified against
-        # it; written with the other kept NICs after this pass.
-        self._remember(vm, target, outcome, nic.mac)
-        self._kept.append((_Pending(vm, target, outcome), nic.mac))
-        return outcome
+                self._taken_in_import(item, prior.mac)
+            return
+        error = planned.error
+        if error is not None:
+            outcome.status = NicStatus.CONFLICT
+            if _bad(error):
+                self._describe_bad(outcome, error)
+            else:  # the kernel has the last word: anything it refuses is a conflict
+                outcome.reason, outcome.message = BadReason.REFUSED, error.message
+            return
+        assert planned.mac is not None
+        outcome.mac = format_mac_int(planned.mac)
+        if item.nic.mac is None:
+            outcome.status = NicStatus.NEW
 
-    def _existing(
-        self, vm: OvirtVm, nic: OvirtNic, outcome: NicOutcome, existing: _Identity, target: Target
-    ) -> NicOutcome:
-        held = format_mac_int(existing.mac)
-        if existing.uid is not None and existing.uid != vm.id:
+    @staticmethod
+    def _kept_before(prior: Prior, i: int, every: Sequence[Planned]) -> bool:
+        """Whether a NIC of this import holding the identity kept its MAC and comes before."""
+        j = prior.request
+        return j is not None and j < i and every[j].created and not every[j].retried
+
+    def _describe_bad(self, outcome: NicOutcome, error: MacPoolError) -> None:
+        if isinstance(error, MacInUse):
+            outcome.reason = BadReason.IN_USE
+            outcome.holders = [_holder_text(h) for h in error.details.get("holders", [])]
+            mac = error.details.get("mac") or outcome.mac
+            outcome.message = f"{mac} is already in use by " + "; ".join(outcome.holders)
+            outcome.message += ", and duplicates are not allowed."
+        else:
+            outcome.reason, outcome.message = BadReason.OUTSIDE_POOL, error.message
+
+    def _reassigned(self, item: _Nic, planned: Planned) -> None:
+        outcome = item.outcome
+        assert planned.error is not None
+        self._describe_bad(outcome, planned.error)
+        outcome.status, outcome.old_mac, outcome.mac = NicStatus.REASSIGNED, outcome.mac, None
+        if planned.retry_error is not None:
+            outcome.status, outcome.reason, outcome.message = (
+                NicStatus.CONFLICT,
+                BadReason.REFUSED,
+                planned.retry_error.message,
+            )
+        elif planned.prior is not None:
+            self._taken_in_import(item, planned.prior.mac)
+        else:
+            assert planned.mac is not None
+            outcome.mac = format_mac_int(planned.mac)
+
+    def _taken_in_import(self, item: _Nic, mac: int) -> None:
+        """Another NIC of this import, planned earlier, holds the NIC's identity."""
+        outcome = item.outcome
+        outcome.status, outcome.reason = NicStatus.CONFLICT, BadReason.INTERFACE_IN_USE
+        outcome.message = (
+            f"another VM named '{item.vm.label}' in this import already holds "
+            f"{format_mac_int(mac)} on interface '{outcome.interface}' in scope "
+            f"{item.target.scope.path}."
+        )
+
+    def _existing(self, item: _Nic, prior: Prior) -> None:
+        """The NIC's identity held a MAC before this NIC was planned (stored, or kept by a NIC
+        of this import that comes earlier)."""
+        vm, nic, target, outcome = item.vm, item.nic, item.target, item.outcome
+        held = format_mac_int(prior.mac)
+        outcome.reason, outcome.holders, outcome.message = None, [], ""
+        if prior.owner_uid is not None and prior.owner_uid != vm.id:
             outcome.status, outcome.reason = NicStatus.CONFLICT, BadReason.INTERFACE_IN_USE
             outcome.message = (
-                f"another VM (id {existing.uid}) with the same name already holds {held} on "
+                f"another VM (id {prior.owner_uid}) with the same name already holds {held} on "
                 f"interface '{outcome.interface}' in scope {target.scope.path}."
             )
-            return outcome
-        if nic.mac is None or nic.mac == existing.mac or self.reassign:
+            return
+        if nic.mac is None or nic.mac == prior.mac or self.reassign:
             outcome.status = NicStatus.UNCHANGED
-            if nic.mac is not None and nic.mac != existing.mac:
+            if nic.mac is not None and nic.mac != prior.mac:
                 outcome.old_mac = outcome.mac
                 outcome.message = f"keeps {held}, given to it by an earlier import."
             outcome.mac = held
-            if target.ranges.find(existing.mac) is None:
+            if target.ranges.find(prior.mac) is None:
                 outcome.status = NicStatus.EXTERNAL
                 outcome.message = (
                     outcome.message or f"already holds {held}, outside pool '{target.pool.name}'."
                 )
-            return outcome
+            return
         outcome.status, outcome.reason = NicStatus.CONFLICT, BadReason.INTERFACE_IN_USE
         outcome.message = (
             f"this NIC already holds {held} in MacPool (scope {target.scope.path}); release it "
             "or import with reassign_bad_macs to keep it."
-        )
-        return outcome
-
-    def _bad(self, mac: int, target: Target, outcome: NicOutcome) -> bool:
-        holders = self._holders.get(mac, [])
-        refusing = not target.pool.allow_duplicates or any(not h.allows_duplicates for h in holders)
-        if holders and refusing:
-            outcome.reason = BadReason.IN_USE
-            outcome.holders = [h.text for h in holders]
-            outcome.message = f"{format_mac_int(mac)} is already in use by " + "; ".join(
-                outcome.holders
-            )
-            outcome.message += ", and duplicates are not allowed."
-            return True
-        if target.ranges.find(mac) is None:
-            outcome.reason = BadReason.OUTSIDE_POOL
-            outcome.message = (
-                f"{format_mac_int(mac)} is outside the ranges of pool '{target.pool.name}' "
-                f"({', '.join(str(r) for r in target.ranges)})."
-            )
-            return True
-        return False
-
-    def _write(self, items: Sequence[tuple[_Pending, int | None]]) -> None:
-        """Allocate NICs a batch at a time; a refused batch is retried NIC by NIC."""
-        for first in range(0, len(items), _BATCH):
-            chunk = items[first : first + _BATCH]
-            requests = [
-                AllocationRequest(
-                    p.target.scope,
-                    Owner(OWNER_KIND, p.vm.label, p.vm.id),
-                    p.outcome.interface,
-                    mac=None if mac is None else MacAddress(mac),
-                )
-                for p, mac in chunk
-            ]
-            try:
-                results = allocate_macs(self.session, self.actor, requests)
-            except MacPoolError:
-                for (pending, mac), request in zip(chunk, requests, strict=True):
-                    self._allocate_one(pending, request, kept=mac is not None)
-                continue
-            for (pending, mac), result in zip(chunk, results, strict=True):
-                self._record(pending, result, kept=mac is not None)
-
-    def _allocate_one(self, pending: _Pending, request: AllocationRequest, *, kept: bool) -> None:
-        try:
-            result = allocate_mac(
-                self.session,
-                self.actor,
-                scope=request.scope,
-                owner=request.owner,
-                interface=request.interface,
-                mac=request.mac,
-            )
-        except MacPoolError as exc:
-            # The services have the last word: anything they refuse is a conflict of this NIC.
-            outcome = pending.outcome
-            outcome.status, outcome.reason, outcome.message = (
-                NicStatus.CONFLICT,
-                BadReason.REFUSED,
-                exc.message,
-            )
-            return
-        self._record(pending, result, kept=kept)
-
-    def _record(self, pending: _Pending, result: AllocationResult, *, kept: bool) -> None:
-        vm, target, outcome = pending.vm, pending.target, pending.outcome
-        value = result.allocation.mac
-        if not result.created:
-            # Only a NIC of this very import can hold the identity by now: two VMs share a name.
-            outcome.status, outcome.reason = NicStatus.CONFLICT, BadReason.INTERFACE_IN_USE
-            outcome.message = (
-                f"another VM named '{vm.label}' in this import already holds "
-                f"{format_mac_int(value)} on interface '{outcome.interface}' in scope "
-                f"{target.scope.path}."
-            )
-            return
-        if not kept:  # a kept NIC was recorded when it was classified
-            self._remember(vm, target, outcome, value)
-
-    def _remember(self, vm: OvirtVm, target: Target, outcome: NicOutcome, value: int) -> None:
-        """Note a NIC's new allocation for the classification of the NICs after it."""
-        outcome.mac = format_mac_int(value)
-        self._identities[(target.scope.id, vm.label, outcome.interface)] = _Identity(value, vm.id)
-        self._holders.setdefault(value, []).append(
-            _Holder(
-                target.pool.allow_duplicates,
-                f"{OWNER_KIND} '{vm.label}' interface '{outcome.interface}' in scope "
-                f"{target.scope.path} (pool '{target.pool.name}', this import)",
-            )
         )
 
 

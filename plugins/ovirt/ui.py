@@ -41,7 +41,7 @@ from manager.services import get_job, is_interrupted, list_scopes, status_of
 from manager.web import settings, unit_of_work
 from plugins.ovirt.background import IMPORTING, READING, start_background_import
 from plugins.ovirt.backup import is_backup
-from plugins.ovirt.importer import ImportOptions, ImportRefused, run_import
+from plugins.ovirt.importer import ImportOptions, ImportRefused, import_in_phases
 from plugins.ovirt.reader import read_upload
 from plugins.ovirt.records import OvirtExport
 from plugins.ovirt.report import ImportReport
@@ -194,8 +194,9 @@ def _run(
 ) -> ResponseReturnValue:
     """Import a kept upload (committed only when applied) and show the report or the error."""
     try:
-        with unit_of_work(write=True) as db:
-            report = run_import(db, ui_actor(), export, options=options, sources=[stored.filename])
+        report = import_in_phases(
+            unit_of_work, ui_actor(), export, options=options, sources=[stored.filename]
+        )
     except ImportRefused as refused:
         return _render(form, report=refused.report, stored=stored, status=409)
     except MacPoolError as exc:

@@ -32,7 +32,7 @@ from manager.api_support import (
 from manager.presenters import migration_check_data
 from manager.services import check_migration
 from manager.web import state, unit_of_work
-from plugins.ovirt.importer import ImportOptions, run_import
+from plugins.ovirt.importer import ImportOptions, import_in_phases
 from plugins.ovirt.reader import read_upload
 from plugins.ovirt.settings import OvirtSettings
 from plugins.ovirt.sources import export_sources
@@ -178,11 +178,10 @@ class OvirtImport(MethodView):
             upload.close()  # a large upload is spooled to a temporary file
         filename = upload.filename or "upload"
         export = read_upload(filename, data)
-        with unit_of_work(write=True) as session:
-            report = run_import(
-                session, current_actor(), export, options=options, sources=[filename]
-            )
-            return report.to_dict()
+        report = import_in_phases(
+            unit_of_work, current_actor(), export, options=options, sources=[filename]
+        )
+        return report.to_dict()
 
 
 class MigrationCheckFormSchema(Schema):

@@ -6,14 +6,14 @@ Runs on SQLite and, when MACPOOL_TEST_POSTGRES_URL is set, on PostgreSQL (``db_u
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InvalidScope, NameInUse, RangeOverlap
 from manager.db import Allocation, AuditEvent, Pool, Scope
 from manager.services import allocate_mac, create_pool, create_scope, find_pool_by_name
-from plugins.ovirt import nics as nics_module
+from manager.services import bulk_allocations as bulk_module
 from plugins.ovirt.importer import ImportRefused
 from plugins.ovirt.records import NoticeKind
 
@@ -282,18 +282,14 @@ def test_reimport_changes_nothing(import_session: Session, actor: Actor) -> None
 def test_failure_in_the_middle_leaves_nothing(
     import_session: Session, actor: Actor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    calls = {"n": 0}
-    real = nics_module.allocate_macs
+    real = bulk_module.insert_audit
 
-    def flaky(*args: object, **kwargs: object) -> object:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("database went away")
-        return real(*args, **kwargs)  # type: ignore[arg-type]
+    def flaky(*args: object, **kwargs: object) -> None:
+        # The pools, scopes, held MACs and allocations are written by now.
+        assert import_session.scalar(select(func.count()).select_from(Allocation)) == 5
+        raise RuntimeError("database went away")
 
-    # Batches of two NICs: the second batch fails after the first one was written.
-    monkeypatch.setattr(nics_module, "_BATCH", 2)
-    monkeypatch.setattr(nics_module, "allocate_macs", flaky)
+    monkeypatch.setattr(bulk_module, "insert_audit", flaky)
     data = export(
         **estate(
             *(vm(f"v-{i}", f"vm{i}", f"02:00:00:00:00:{i:02x}", cluster_id="c-1") for i in range(5))
@@ -304,6 +300,8 @@ def test_failure_in_the_middle_leaves_nothing(
         run(import_session, actor, data, dry_run=False)
     assert counts(import_session) == before
     assert import_session.scalars(select(Pool).where(Pool.name == "east")).first() is None
+    monkeypatch.setattr(bulk_module, "insert_audit", real)
+    assert run(import_session, actor, data, dry_run=False).totals()["kept"] == 5
 
 
 def test_vms_without_a_cluster_need_a_scope(import_session: Session, actor: Actor) -> None:
