@@ -222,8 +222,9 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
     """Make each answered reservation its owner's pending allocation; the answers not recorded.
 
     All at once when every reservation is still there and no owner identity is taken (one
-    UPDATE per row, executed as one batch, and their audit events). Otherwise each goes
-    through the allocation kernel alone, taking the reservation over (``adopt_reserved``): an
+    UPDATE per row, executed as one batch, and their audit events); when that misses some,
+    the answers the reconciler adopted meanwhile are left out and the rest tried at once
+    again. Otherwise each goes through the allocation kernel alone, taking the reservation over (``adopt_reserved``): an
     answer whose owner already holds the MAC (the reconciler saw the object first) is done; one
     that the kernel refuses (the owner's interface holds another MAC: a concurrent answer of
     another process was recorded first) keeps its reservation, which expires unless the
@@ -231,34 +232,23 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
     """
     if not answers:
         return []
-    answers = _not_yet_adopted(session, answers)
-    if not answers:
-        return []
+    answers = list(answers)
     now = datetime.now(UTC)
-    params = [
-        {
-            "reservation_id": a.reservation_id,
-            "scope_id": a.scope_id,
-            "kind": a.owner_kind,
-            "name": a.owner_name,
-            "uid": a.owner_uid,
-            "iface": a.interface,
-            "expires": a.expires_at,
-            "stamp": a.transaction,
-            "now": now,
-        }
-        for a in answers
-    ]
-    try:
-        with session.begin_nested():
-            conn = session.connection()  # inside: the SAVEPOINT is emitted before the UPDATE
-            done = _RECORD.count_many(conn, params)
-            if done != len(answers):
-                raise _Redo
-            insert_audit(conn, [_event(actor, a, now) for a in answers])
-        return []
-    except (_Redo, IntegrityError):
-        pass
+    for first_try in (True, False):
+        try:
+            with session.begin_nested():
+                conn = session.connection()  # inside: the SAVEPOINT is emitted before the UPDATE
+                done = _RECORD.count_many(conn, _record_params(answers, now))
+                if done != len(answers):
+                    raise _Redo
+                insert_audit(conn, [_event(actor, a, now) for a in answers])
+            return []
+        except (_Redo, IntegrityError):
+            pass
+        if first_try:
+            answers = _not_yet_adopted(session, answers)
+            if not answers:
+                return []
     refused: list[Answer] = []
     for answer in answers:
         try:
@@ -272,10 +262,11 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
 def _not_yet_adopted(session: Session, answers: Sequence[Answer]) -> list[Answer]:
     """The answers whose reservation is not already the answered owner's allocation.
 
-    The reconciler often sees the object before the answer is recorded: it then adopts the
-    reservation through the kernel (same row, same MAC, its own audit event), and recording
-    that answer again has nothing left to do. One read tells them apart, so that the batch
-    UPDATE is not refused, and the kernel not run answer by answer, because of them.
+    The reconciler may see the object before the answer is recorded (it waits a moment for the
+    recording first): it then adopts the reservation through the kernel (same row, same MAC,
+    its own audit event), and recording that answer again has nothing left to do. When the
+    batch UPDATE missed rows, one read tells these apart, so that the batch is retried without
+    them instead of running the kernel answer by answer.
     """
     rows = {
         row.id: row
@@ -303,6 +294,23 @@ def _not_yet_adopted(session: Session, answers: Sequence[Answer]) -> list[Answer
         if not adopted:
             left.append(answer)
     return left
+
+
+def _record_params(answers: Sequence[Answer], now: datetime) -> list[dict[str, Any]]:
+    return [
+        {
+            "reservation_id": a.reservation_id,
+            "scope_id": a.scope_id,
+            "kind": a.owner_kind,
+            "name": a.owner_name,
+            "uid": a.owner_uid,
+            "iface": a.interface,
+            "expires": a.expires_at,
+            "stamp": a.transaction,
+            "now": now,
+        }
+        for a in answers
+    ]
 
 
 class _Redo(Exception):

@@ -59,6 +59,8 @@ RECORD_INTERVAL: Final = 0.1
 #: ~3,000 reviews/s: a block must outlast the recorder's refill, under load ~0.1-0.3 s).
 MAX_BLOCK: Final = 1024
 MIN_BLOCK: Final = 16
+#: A block holds about this many seconds of the demand seen (see block_size).
+BLOCK_SECONDS: Final = 2.0
 #: A reserve never takes a pool below this many free MACs (or 4 blocks): a nearly full pool
 #: is served by the ordinary path, with its exact exhaustion errors.
 KEEP_FREE: Final = 1024
@@ -72,6 +74,18 @@ LEDGER_TTL: Final = 10.0
 SWEEP_INTERVAL: Final = 5
 
 
+def block_size(handed: int, seconds: float) -> int:
+    """The next block of a pool's reserve: BLOCK_SECONDS of the demand since the last refill,
+    and at least twice what went meanwhile (a burst), within MIN_BLOCK and MAX_BLOCK.
+
+    Each refill is a write transaction whose fixed cost (pool lock, scope and pool reads,
+    commit) is paid once per block: at a steady 200 VMs/s, blocks of one tick's demand cost
+    the recorder more than the reviews themselves.
+    """
+    rate = handed / max(seconds, RECORD_INTERVAL)
+    return max(MIN_BLOCK, min(MAX_BLOCK, max(round(rate * BLOCK_SECONDS), 2 * handed)))
+
+
 def reservation_ttl(wait_time: int) -> int:
     """A reservation's lifetime: expired, it is swept (by any process) within the wait time."""
     if wait_time > 2 * SWEEP_INTERVAL:
@@ -83,8 +97,10 @@ def reservation_ttl(wait_time: int) -> int:
 class _PoolReserve:
     target: Target
     free: deque[Reserved] = field(default_factory=deque)
-    #: MACs handed out from this pool recently, for the size of the next block.
+    #: MACs handed out from this pool since the last refill (at monotonic ``since``), for the
+    #: size of the next block.
     handed: int = 0
+    since: float = field(default_factory=time.monotonic)
     block: int = MIN_BLOCK
     wanted: bool = False
     #: Refill failed (pool nearly full, …): not before this monotonic time.
@@ -360,9 +376,8 @@ class ReservedMacs:
             reserve.wanted = False
             if now < reserve.retry_at:
                 continue
-            # About a second of demand, within bounds; doubled while the block runs out.
-            reserve.block = max(MIN_BLOCK, min(MAX_BLOCK, max(reserve.block, reserve.handed * 2)))
-            reserve.handed = 0
+            reserve.block = block_size(reserve.handed, now - reserve.since)
+            reserve.handed, reserve.since = 0, now
             count = reserve.block - len(reserve.free)
             if count <= 0:
                 continue

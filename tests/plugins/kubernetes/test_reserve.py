@@ -27,7 +27,7 @@ from manager.services import assign_pool, create_pool
 from manager.services.bootstrap import bootstrap
 from manager.services.owners import align_owner
 from manager.services.reservations import RESERVATION_KIND
-from plugins.kubernetes.reserve import ReservedMacs
+from plugins.kubernetes.reserve import MAX_BLOCK, MIN_BLOCK, ReservedMacs, block_size
 from plugins.kubernetes.server import WebhookApp
 from tests.plugins.kubernetes.conftest import VM_GVK, review_body
 from tests.plugins.kubernetes.reconciler_harness import wait_until
@@ -232,3 +232,13 @@ def test_close_with_the_database_away_logs_and_returns(
     with caplog.at_level("WARNING"):
         app.reserved.close()
     assert "unused reservations expire within the wait time" in caplog.text
+
+
+def test_blocks_follow_the_demand_within_bounds() -> None:
+    # A steady 200 VMs/s: about two seconds of it, so a refill is rare and its cost spread.
+    assert block_size(20, 0.1) == 400
+    # Idle: back to the smallest block; a burst after quiet: at least twice what went.
+    assert block_size(0, 60.0) == MIN_BLOCK
+    assert block_size(10, 100.0) == 20
+    # Never more than MAX_BLOCK per pool and process.
+    assert block_size(600, 0.1) == MAX_BLOCK
