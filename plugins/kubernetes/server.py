@@ -14,6 +14,7 @@ rotated certificate files are used for new connections while established ones ca
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import logging
 import time
@@ -295,13 +296,18 @@ def webhook_options(
 def create_webhook_app(settings: Settings) -> WebhookApp:
     """The WSGI app for one worker process."""
     k8s = KubernetesSettings.of(settings)
-    return WebhookApp(
+    app = WebhookApp(
         Database.from_settings(settings),
         cluster_scope=k8s.k8s_cluster_scope,
         wait_time=k8s.k8s_wait_time,
         migration_labels=MigrationLabels.parse(k8s.k8s_migration_labels),
         reserve_ahead=k8s.k8s_reserve_ahead,
     )
+    # Everything loaded so far (modules, mappers, compiled statements) lives as long as the
+    # process: out of the collector's sight, a full collection no longer walks it while the
+    # API server waits (~20 ms each, holding the GIL, showed as the tail of the latencies).
+    gc.freeze()
+    return app
 
 
 def run_webhook(
