@@ -36,9 +36,7 @@ keeps failing.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +45,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
+from manager.core.collector import collector_paused
 from manager.core.errors import Conflict, MacInUse, MacPoolError
 from manager.core.index import HeldIndex
 from manager.core.ranges import RangeSet
@@ -355,7 +354,7 @@ class Forecast:
         """
         if self._done:
             raise RuntimeError("a forecast is written once")
-        with _collector_paused():
+        with collector_paused():
             self._write(session, topology)
         self._done = True
 
@@ -456,23 +455,6 @@ class Forecast:
             if self.locked:  # the shared indexes hold the planned MACs: take them out again
                 self._batch.undo()
             self._done = True
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while a plan is written (inside the write lock).
-
-    Its full collections walk every live object, and a large plan holds hundreds of thousands
-    (rows, events, the import's report): at 6 * 10^4 VMs they cost seconds of the write. The
-    write makes no garbage cycles; reference counting frees what it drops meanwhile.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def read_snapshot(session: Session) -> None:

@@ -25,15 +25,13 @@ and re-exported here.
 from __future__ import annotations
 
 import functools
-import gc
 import json
 import logging
 import queue
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,6 +40,7 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy.orm import Session
 
 from manager.config import Settings
+from manager.core.collector import collector_paused
 from manager.services import Database, Holding, expire_pending_in, subtree_holdings
 from plugins.kubernetes.alignment import ACTOR, Aligner, in_step
 from plugins.kubernetes.broker import OWNER_POD, OWNER_VM, MigrationLabels
@@ -106,24 +105,6 @@ def blocking_problem(exc: ApiException, *, namespace: str) -> str | None:
     if exc.status == 404:
         return f"the API server does not serve a resource MacPool follows: {message}"
     return None
-
-
-@contextmanager
-def collector_paused() -> Iterator[None]:
-    """No automatic cyclic garbage collection inside (restored on exit, even on error).
-
-    A full sync builds millions of long-lived objects (the listed JSON, one observation per
-    object, the holdings); each full collection walks all of them again, and with 10^5 VMs
-    the collections took about half of the sync's time. Reference counting still frees
-    everything that is not a cycle; cycles made meanwhile wait for the next collection.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
