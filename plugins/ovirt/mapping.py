@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -263,33 +264,21 @@ def _ensure(
     found = find_child_scope(session, parent=parent, name=name) or mapped.planned_child(
         parent, name
     )
-    if found is None and not writes:
-        try:
-            planned = planned_scope(
-                session,
-                kind=kind,
-                name=name,
-                parent=parent,
-                pool_id=None if pool is None else pool.id,
-                description="Imported from oVirt.",
-            )
-        except MacPoolError as exc:
-            raise _prefixed(exc, where) from exc
-        planned.id = -1 - len(mapped.planned_scopes)
-        mapped.planned_scopes.append(planned)
-        report.scopes.append(ScopeOutcome(planned.path, kind, "created", _name(pool)))
-        return planned
     if found is None:
+        fields: dict[str, Any] = {
+            "kind": kind,
+            "name": name,
+            "parent": parent,
+            "pool_id": None if pool is None else pool.id,
+            "description": "Imported from oVirt.",
+        }
         try:
-            scope = create_scope(
-                session,
-                actor,
-                kind=kind,
-                name=name,
-                parent=parent,
-                pool_id=None if pool is None else pool.id,
-                description="Imported from oVirt.",
-            )
+            if writes:
+                scope = create_scope(session, actor, **fields)
+            else:  # planned ahead of the write: checked as create_scope checks, not stored
+                scope = planned_scope(session, **fields)
+                scope.id = -1 - len(mapped.planned_scopes)
+                mapped.planned_scopes.append(scope)
         except MacPoolError as exc:
             raise _prefixed(exc, where) from exc
         report.scopes.append(ScopeOutcome(scope.path, kind, "created", _name(pool)))
