@@ -731,12 +731,7 @@ def allocate_macs(
     """
     if not requests:
         return []
-    batch, checked, targets = _prepared_batch(session, actor, requests, now, each_event)
-    try:
-        return _run(session, batch, requests, checked, targets, objects=results, unheld=unheld)
-    except BaseException:
-        batch.undo()
-        raise
+    return _allocate(session, actor, requests, now, each_event, results, unheld)[1]
 
 
 def allocate_rows(
@@ -746,18 +741,33 @@ def allocate_rows(
     *,
     now: datetime | None = None,
     each_event: bool = True,
+    unheld: bool = False,
 ) -> list[tuple[int, int]]:
     """``allocate_macs`` for callers that need only the (id, MAC) of each new allocation (a
     reserve's block): no ORM objects are built; repeats of stored allocations are left out."""
     if not requests:
         return []
+    batch, _ = _allocate(session, actor, requests, now, each_event, False, unheld)
+    return [(row["id"], row["mac"]) for _, row, _, _ in batch.rows]
+
+
+def _allocate(
+    session: Session,
+    actor: Actor,
+    requests: Sequence[AllocationRequest],
+    now: datetime | None,
+    each_event: bool,
+    objects: bool,
+    unheld: bool,
+) -> tuple[_Batch, list[AllocationResult]]:
+    """Check, plan and write the requests as one batch (undone in memory if anything fails)."""
     batch, checked, targets = _prepared_batch(session, actor, requests, now, each_event)
     try:
-        _run(session, batch, requests, checked, targets, objects=False)
+        results = _run(session, batch, requests, checked, targets, objects=objects, unheld=unheld)
     except BaseException:
         batch.undo()
         raise
-    return [(row["id"], row["mac"]) for _, row, _, _ in batch.rows]
+    return batch, results
 
 
 def _prepared_batch(

@@ -196,7 +196,9 @@ def reserve_macs(
         AllocationRequest(target.scope_id, owner, f"r{first + i}", ttl_seconds=ttl_seconds)
         for i in range(count)
     ]
-    rows = allocate_rows(session, actor, requests, now=now, each_event=False)
+    # The holder names a process incarnation and its interfaces count up: no identity of a
+    # block is held yet (the unique constraint would refuse one, writing nothing).
+    rows = allocate_rows(session, actor, requests, now=now, each_event=False, unheld=True)
     macs = sorted(mac for _, mac in rows)
     record_event(
         session,
