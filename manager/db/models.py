@@ -164,6 +164,10 @@ class Allocation(Base):
     #: The allocation as it was before the hand-over (owner, scope, interface, pool, state) and
     #: the migration's plan and migration ids: what a pending hand-over is reverted to.
     source: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    #: While the hand-over is pending: the owner identity it was taken from, as one string
+    #: (``manager.services.handovers.identity_key``). That identity stays taken until the
+    #: hand-over is final or reverted, so the MAC can always go back to it; NULL otherwise.
+    source_key: Mapped[str | None] = mapped_column(String(1100), nullable=True)
 
     scope: Mapped[Scope] = relationship(lazy="joined")
     pool: Mapped[Pool] = relationship(lazy="joined")
@@ -176,6 +180,7 @@ class Allocation(Base):
             "handover IS NULL OR handover IN ('pending', 'final')", name="handover_valid"
         ),
         Index("ix_allocations_handover", "handover"),
+        Index("uq_allocations_source_key", "source_key", unique=True),
         Index("ix_allocations_mac", "mac"),
         Index("ix_allocations_state_expires", "state", "expires_at"),
         Index("ix_allocations_owner", "owner_kind", "owner_name"),

@@ -446,6 +446,7 @@ def allocation_row(
         "updated_at": now,
         "handover": None,
         "source": None,
+        "source_key": None,
     }
 
 

@@ -12,13 +12,13 @@ error names the offending request (index, owner, interface, MAC).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, select
+from sqlalchemy import Connection, Table, and_, bindparam, or_, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -71,7 +71,9 @@ from manager.services.handovers import (
     handover_event_details,
     handover_source,
     handover_values,
+    identity_key,
     move,
+    pending_sources,
     reserved_holder,
     stored_holders,
 )
@@ -101,6 +103,9 @@ class _Prior:
     request: int | None = None
     #: The owner's uid (stored, or of the request of this batch).
     uid: str | None = None
+    #: The identity's MAC is in a pending hand-over (row ``id`` is the copy's now): the
+    #: identity stays taken until the hand-over is final or reverted.
+    handed_over: bool = False
 
 
 @dataclass(slots=True)
@@ -182,12 +187,18 @@ def _named(error: MacPoolError, index: int, checked: CheckedRequest | None, req:
 
 
 _alloc: Table = Allocation.__table__  # type: ignore[assignment]
+#: The allocation holding an owner identity, or the pending hand-over taken from it.
 _IDENTITY = Prepared(
-    select(_alloc.c.id, _alloc.c.mac, _alloc.c.owner_uid).where(
-        _alloc.c.scope_id == bindparam("scope_id"),
-        _alloc.c.owner_kind == bindparam("owner_kind"),
-        _alloc.c.owner_name == bindparam("owner_name"),
-        _alloc.c.interface == bindparam("interface"),
+    select(_alloc.c.id, _alloc.c.mac, _alloc.c.owner_uid, _alloc.c.source_key).where(
+        or_(
+            and_(
+                _alloc.c.scope_id == bindparam("scope_id"),
+                _alloc.c.owner_kind == bindparam("owner_kind"),
+                _alloc.c.owner_name == bindparam("owner_name"),
+                _alloc.c.interface == bindparam("interface"),
+            ),
+            _alloc.c.source_key == bindparam("source_key"),
+        )
     )
 )
 
@@ -195,23 +206,33 @@ _IDENTITY = Prepared(
 def _existing(
     conn: Connection, keys: dict[int, set[tuple[str, str, str]]]
 ) -> dict[_IdentityKey, _Prior]:
-    """Allocations already holding any of these identities, by (scope id, kind, name, iface)."""
+    """Allocations already holding any of these identities, by (scope id, kind, name, iface).
+
+    An identity whose MAC is in a pending hand-over counts as held (``handed_over``).
+    """
     table = Allocation.__table__
     found: dict[_IdentityKey, _Prior] = {}
     wanted = {(scope_id, *identity) for scope_id, ids in keys.items() for identity in ids}
     if len(wanted) <= FEW_ROWS:  # a request of one NIC or one VM: prepared lookups
         for scope_id, kind, name, interface in wanted:
-            row = _IDENTITY.first(
+            key = identity_key(scope_id, kind, name, interface)
+            held = _IDENTITY.rows(
                 conn,
                 {
                     "scope_id": scope_id,
                     "owner_kind": kind,
                     "owner_name": name,
                     "interface": interface,
+                    "source_key": key,
                 },
             )
-            if row is not None:
-                found[(scope_id, kind, name, interface)] = _Prior(row[1], id=row[0], uid=row[2])
+            # The identity's own row wins over a hand-over taken from it (a state only data
+            # written before source keys existed can be in).
+            for row_id, mac, uid, source_key in sorted(held, key=lambda r: r[3] == key):
+                found[(scope_id, kind, name, interface)] = _Prior(
+                    mac, id=row_id, uid=uid, handed_over=source_key == key
+                )
+                break
         return found
     names = sorted({name for _, _, name, _ in wanted})
     columns = (
@@ -231,7 +252,18 @@ def _existing(
                 )
             ).all()
             found.update(_priors(rows, wanted))
+    found.update(_handed_over(conn, [k for k in wanted if k not in found]))
     return found
+
+
+def _handed_over(
+    conn: Connection, identities: Iterable[_IdentityKey]
+) -> dict[_IdentityKey, _Prior]:
+    """Identities whose MAC is in a pending hand-over: taken, though no row holds them now."""
+    return {
+        identity: _Prior(mac, id=row_id, uid=uid, handed_over=True)
+        for identity, (row_id, mac, uid, _) in pending_sources(conn, identities).items()
+    }
 
 
 def _priors(
@@ -356,6 +388,13 @@ class _Batch:
                 keys.setdefault(scope.id, set()).add((c.owner_kind, c.owner_name, c.interface))
         if keys and not unheld:
             self.priors.update(_existing(self.conn, keys))
+        elif keys:  # no row holds these identities, but a pending hand-over may be from them
+            wanted = (
+                (scope_id, *identity)
+                for scope_id, identities in keys.items()
+                for identity in identities
+            )
+            self.priors.update(_handed_over(self.conn, wanted))
         self.held.update(self._read_held([mac for mac in fresh if mac not in self.held]))
         order = [i for i, c in enumerate(checked) if c.requested is not None]
         return order + [i for i, c in enumerate(checked) if c.requested is None]
@@ -375,6 +414,8 @@ class _Batch:
         key = (scope.id, checked.owner_kind, checked.owner_name, checked.interface)
         prior = self.priors.get(key)
         if prior is not None:
+            if prior.handed_over and checked.requested != prior.mac:
+                raise self._handed_over(checked, scope, prior)
             if checked.requested is not None and checked.requested != prior.mac:
                 raise InterfaceInUse(
                     f"{checked.owner_kind} '{checked.owner_name}' interface "
@@ -447,6 +488,22 @@ class _Batch:
                 "pool_id": pool.id,
                 "ranges": [str(r) for r in ranges],
             },
+        )
+
+    def _handed_over(self, checked: CheckedRequest, scope: Scope, prior: _Prior) -> InterfaceInUse:
+        """The error for another MAC asked for an identity whose MAC is in a pending hand-over.
+
+        Only the MAC itself is a repeat (the source VM asserting its own MAC): an automatic MAC
+        would give a VM of the same name a second MAC on an interface that may get its own back.
+        """
+        other = "another MAC" if checked.requested is None else format_mac_int(checked.requested)
+        return InterfaceInUse(
+            f"{checked.owner_kind} '{checked.owner_name}' interface '{checked.interface}' in "
+            f"scope {scope.path} is being handed over with {format_mac_int(prior.mac)}: the MAC "
+            f"goes back to it if the migration is reverted, so it cannot take {other} until "
+            "the hand-over is final or reverted.",
+            field="mac",
+            details={"holder": self._describe_prior(prior), "handover": "pending"},
         )
 
     def _describe_prior(self, prior: _Prior) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from manager.core.mac import format_mac_int
 from manager.db import Allocation, Pool, Scope
 from manager.db.prepared import Prepared
 from manager.services.allocation_rows import (
+    FEW_ROWS,
     HANDOVER_SOURCE_KINDS,
     RESERVATION_KIND,
     CheckedRequest,
@@ -73,11 +74,61 @@ _COLUMNS = tuple(c.key for c in _alloc.columns)
 _MOVE = Prepared(
     update(_alloc)
     .where(_alloc.c.id == bindparam("allocation_id"))
-    .values({key: bindparam(key) for key in (*_MOVED_COLUMNS, "handover", "source", "updated_at")})
+    .values(
+        {
+            key: bindparam(key)
+            for key in (*_MOVED_COLUMNS, "handover", "source", "source_key", "updated_at")
+        }
+    )
 )
 
 PENDING = "pending"
 FINAL = "final"
+
+#: An owner identity: (scope id, owner kind, owner name, interface).
+IdentityKey = tuple[int, str, str, str]
+
+
+def identity_key(scope_id: int, owner_kind: str, owner_name: str, interface: str) -> str:
+    """An owner identity as one string, the ``source_key`` of a pending hand-over taken from it.
+
+    The interface's length makes it unambiguous (names and interfaces may contain ``:``).
+    """
+    return f"{scope_id}:{owner_kind}:{len(interface)}:{interface}:{owner_name}"
+
+
+_SOURCE_KEY = Prepared(
+    select(_alloc.c.id, _alloc.c.mac, _alloc.c.owner_uid, _alloc.c.source_key).where(
+        _alloc.c.source_key == bindparam("source_key")
+    )
+)
+
+
+def pending_sources(conn: Connection, identities: Iterable[IdentityKey]) -> dict[IdentityKey, Any]:
+    """The pending hand-overs taken from any of these owner identities, by identity.
+
+    Each is a row (id, mac, owner_uid, source_key) of the allocation as it is now (the copy's).
+    The identity stays taken while its hand-over is pending: the MAC goes back to it if the
+    hand-over is reverted. Only identities of :data:`HANDOVER_SOURCE_KINDS` can be sources.
+    """
+    by_key = {
+        identity_key(*identity): identity
+        for identity in identities
+        if identity[1] in HANDOVER_SOURCE_KINDS
+    }
+    keys = sorted(by_key)
+    rows: list[Any] = []
+    if len(keys) <= FEW_ROWS:  # one VM's NICs: prepared lookups (an index probe each)
+        for key in keys:
+            rows.extend(_SOURCE_KEY.rows(conn, {"source_key": key}))
+    else:
+        columns = (_alloc.c.id, _alloc.c.mac, _alloc.c.owner_uid, _alloc.c.source_key)
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            rows.extend(conn.execute(select(*columns).where(_alloc.c.source_key.in_(chunk))))
+    return {by_key[row[3]]: row for row in rows}
+
+
 HANDOVER_STATES = (PENDING, FINAL)
 
 
@@ -192,6 +243,7 @@ def adoption_values(
         "in_range": in_range,
         "handover": None,
         "source": None,
+        "source_key": None,
         "updated_at": now,
     }
 
@@ -226,6 +278,9 @@ def handover_values(
         "in_range": in_range,
         "handover": PENDING,
         "source": source,
+        "source_key": identity_key(
+            row["scope_id"], row["owner_kind"], row["owner_name"], row["interface"]
+        ),
         "updated_at": now,
     }
 
@@ -274,6 +329,7 @@ def give_back(session: Session, actor: Actor, allocation: Allocation, *, reason:
         setattr(allocation, key, value)
     allocation.handover = None
     allocation.source = None
+    allocation.source_key = None
     session.flush()
     session.expire(allocation, ["scope", "pool"])
     apply_changes(session, [(before, mac_shares(conn, allocation.mac, home_id))])
@@ -344,6 +400,7 @@ def complete_handovers(
     ]
     for allocation in found:
         allocation.handover = FINAL
+        allocation.source_key = None  # the source VM is gone: its identity is free again
         source = allocation.source or {}
         _mac_event(
             session,
@@ -389,6 +446,7 @@ __all__ = [
     "HANDOVER_STATES",
     "PENDING",
     "Holder",
+    "IdentityKey",
     "StoredHolder",
     "adoption_values",
     "complete_handovers",
@@ -397,8 +455,10 @@ __all__ = [
     "handover_event_details",
     "handover_source",
     "handover_values",
+    "identity_key",
     "move",
     "pending_handovers",
+    "pending_sources",
     "reserved_holder",
     "stored_holders",
 ]

@@ -41,6 +41,7 @@ from manager.services.allocations import (
     release_allocation,
 )
 from manager.services.audit import record_event
+from manager.services.handovers import pending_sources
 from manager.services.scopes import ScopeRef, get_scope
 
 Settled = Callable[[str | None], bool]
@@ -387,6 +388,9 @@ def rename_owner(
             session, scope=target, owner_kind=owner_kind, owner_name=new_name
         )
     }
+    # An identity whose MAC is in a pending hand-over stays taken (the MAC may come back).
+    wanted = [(target.id, owner_kind, new_name, a.interface) for a in moving]
+    taken |= {identity[3] for identity in pending_sources(session.connection(), wanted)}
     clash = sorted(taken & {a.interface for a in moving})
     if clash:
         raise InterfaceInUse(

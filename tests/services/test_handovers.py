@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
-from manager.core.errors import InvalidInput, MacInUse
+from manager.core.errors import InterfaceInUse, InvalidInput, MacInUse
 from manager.core.mac import format_mac_int
 from manager.db import Allocation, AuditEvent, HeldMac
 from manager.services import (
@@ -22,8 +22,10 @@ from manager.services import (
     find_allocations,
     pending_handovers,
     release_allocation,
+    rename_owner,
 )
 from manager.services.allocations import AllocationRequest, allocate_macs
+from manager.services.bulk_allocations import AllocationPlan
 from tests.services.conftest import PoolFactory
 from tests.services.recount import recount, stored
 
@@ -148,6 +150,82 @@ def test_completed_handover_releases_like_any_allocation(session: Session, actor
     assert stored(session) == recount(session)
 
 
+def _reimport(session: Session, actor: Actor, mac: str) -> Allocation:
+    return allocate_mac(
+        session,
+        actor,
+        scope="/dc1",
+        owner=Owner("ovirt-vm", "legacy-web", OVIRT_ID),
+        interface="nic1",
+        mac=mac,
+    ).allocation
+
+
+@pytest.mark.usefixtures("estate")
+def test_the_source_nic_stays_taken_while_its_handover_is_pending(
+    session: Session, actor: Actor
+) -> None:
+    """Found by the hand-over state machine: import, hand over, import the source NIC again
+    with another MAC, delete the copy: the give-back met the new row (a unique-key 500)."""
+    taken = _take(session, actor)
+    with pytest.raises(InterfaceInUse, match="being handed over with 0a:00:00:00:00:05") as err:
+        _reimport(session, actor, "0a:00:00:00:00:07")
+    assert err.value.details["handover"] == "pending"
+    assert err.value.details["holder"]["owner_name"] == "legacy-web"
+    # The same MAC again (an importer run twice) is a repeat, not an error: it names the copy.
+    again = allocate_mac(
+        session,
+        actor,
+        scope="/dc1",
+        owner=Owner("ovirt-vm", "legacy-web", OVIRT_ID),
+        interface="nic1",
+        mac=MAC,
+    )
+    assert not again.created and again.allocation.id == taken.id
+    # The bulk path (the importer's) follows the same rule.
+    request = AllocationRequest(
+        "/dc1", Owner("ovirt-vm", "legacy-web", OVIRT_ID), "nic1", "0a:00:00:00:00:07"
+    )
+    with pytest.raises(InterfaceInUse, match="being handed over"):
+        allocate_macs(session, actor, [request] * 1 + _filler(20))
+    # Deleting the copy gives the MAC back: the identity was free for it.
+    release_allocation(session, actor, taken.id)
+    assert _holders(session, MAC) == [("ovirt-vm", "legacy-web", "/dc1")]
+    assert stored(session) == recount(session)
+
+
+def _filler(count: int) -> list[AllocationRequest]:
+    """Requests for other VMs' NICs: a batch above the few-rows lookup takes the bulk path."""
+    return [
+        AllocationRequest("/dc1", Owner("ovirt-vm", f"other-{i}"), "nic1") for i in range(count)
+    ]
+
+
+@pytest.mark.usefixtures("estate")
+def test_a_final_handover_frees_the_source_identity(session: Session, actor: Actor) -> None:
+    _take(session, actor)
+    complete_handovers(session, actor, plan="plan-1")
+    fresh = _reimport(session, actor, "0a:00:00:00:00:07")
+    assert (fresh.owner_name, fresh.interface, fresh.handover) == ("legacy-web", "nic1", None)
+
+
+@pytest.mark.usefixtures("estate")
+def test_no_owner_is_renamed_onto_a_source_identity_in_a_pending_handover(
+    session: Session, actor: Actor
+) -> None:
+    _take(session, actor)
+    allocate_mac(session, actor, scope="/dc1", owner=Owner("ovirt-vm", "draft"), interface="nic1")
+    with pytest.raises(InterfaceInUse, match="nic1"):
+        rename_owner(
+            session,
+            actor,
+            scope="/dc1",
+            owner_kind="ovirt-vm",
+            old_name="draft",
+            new_name="legacy-web",
+        )
+
+
 @pytest.mark.usefixtures("estate")
 def test_a_second_copy_of_the_same_vm_gets_nothing_while_the_first_is_pending(
     session: Session, actor: Actor
@@ -254,3 +332,41 @@ def test_a_kubevirt_vm_moved_to_another_namespace_takes_its_macs_by_uid(
     assert (moved.id, moved.scope.path, moved.handover) == (source.id, "/east/new", "pending")
     release_allocation(session, actor, moved.id)  # the plan failed: back to the source VM
     assert _holders(session, mac) == [("vm", "db", "/east/old")]
+
+
+def test_a_vm_recreated_at_a_source_identity_gets_no_mac_until_the_handover_ends(
+    session: Session, actor: Actor, make_pool: PoolFactory
+) -> None:
+    """KubeVirt to KubeVirt: the source VM is deleted and one of the same name created while
+    its hand-over is pending. An automatic MAC for it would take the identity the MAC goes
+    back to; the webhook's planned path (which reads the owner's rows itself) refuses too."""
+    pool = make_pool("k8s", "0c:00:00:00:00:00-0c:00:00:00:00:ff")
+    cluster = create_scope(session, actor, kind="cluster", name="east", pool_id=pool.id)
+    old = create_scope(session, actor, kind="namespace", name="old", parent=cluster.id)
+    create_scope(session, actor, kind="namespace", name="new", parent=cluster.id)
+    uid = "9f8e7d6c-5555-4c53-9d8a-0f7d1c2b9e11"
+    owner = Owner("vm", "db", uid)
+    source = allocate_mac(session, actor, scope="/east/old", owner=owner, interface="default")
+    mac = format_mac_int(source.allocation.mac)
+    moved = allocate_mac(
+        session,
+        actor,
+        scope="/east/new",
+        owner=Owner("vm", "db"),
+        interface="default",
+        mac=mac,
+        handover=Handover(uid, plan="ocp-plan"),
+    ).allocation
+    with pytest.raises(InterfaceInUse, match=f"being handed over with {mac}.*another MAC"):
+        allocate_mac(session, actor, scope="/east/old", owner=owner, interface="default")
+    plan = AllocationPlan(session, actor)
+    with pytest.raises(InterfaceInUse, match="being handed over"):
+        plan.allocate(
+            [AllocationRequest(old, Owner("vm", "db"), "default")],
+            [(old, pool.id)],
+            unheld=True,
+        )
+    plan.undo()
+    release_allocation(session, actor, moved.id)  # the plan failed: back to the source VM
+    assert _holders(session, mac) == [("vm", "db", "/east/old")]
+    assert stored(session) == recount(session)
