@@ -76,14 +76,24 @@ def _owner_row(db: Database, mac: int) -> tuple[int, str, str, str]:
     return tuple(row)  # type: ignore[return-value]
 
 
+def _web_carries_a_reserved_mac(
+    standin: StandInServer, db: Database, make: Callable[..., Reconciler]
+) -> tuple[Reconciler, Target, Reserved]:
+    """VM apps/web appears carrying a MAC the webhook answered from its reserve."""
+    reconciler = _watching(standin, db, make)
+    target, reserved = _reserved(db)
+    standin.state.put(
+        VMS, vm("apps", "web", {"default": format_mac_int(reserved.mac)}, stamp=STAMP)
+    )
+    pump_until(reconciler, lambda: ("apps", "web") in reconciler.objects["vm"])
+    return reconciler, target, reserved
+
+
 def test_an_answer_recorded_meanwhile_is_confirmed_in_place(
     standin: StandInServer, db: Database, make_reconciler: Callable[..., Reconciler]
 ) -> None:
-    reconciler = _watching(standin, db, make_reconciler)
-    target, reserved = _reserved(db)
+    reconciler, target, reserved = _web_carries_a_reserved_mac(standin, db, make_reconciler)
     mac = format_mac_int(reserved.mac)
-    standin.state.put(VMS, vm("apps", "web", {"default": mac}, stamp=STAMP))
-    pump_until(reconciler, lambda: ("apps", "web") in reconciler.objects["vm"])
     # Carried MAC held by a reservation, owner holding nothing: not taken over yet.
     assert ("vm", ("apps", "web")) in reconciler.waiting
     assert _owner_row(db, reserved.mac)[1] == "reservation"
@@ -119,11 +129,8 @@ def test_an_answer_never_recorded_is_taken_over_from_the_object(
     db: Database,
     make_reconciler: Callable[..., Reconciler],
 ) -> None:
-    reconciler = _watching(standin, db, make_reconciler)
-    _, reserved = _reserved(db)
+    reconciler, _, reserved = _web_carries_a_reserved_mac(standin, db, make_reconciler)
     mac = format_mac_int(reserved.mac)
-    standin.state.put(VMS, vm("apps", "web", {"default": mac}, stamp=STAMP))
-    pump_until(reconciler, lambda: ("apps", "web") in reconciler.objects["vm"])
     seen = reconciler.waiting[("vm", ("apps", "web"))]
     # The webhook process died before recording: after the wait, the object's MAC is adopted.
     pump_until(reconciler, lambda: holdings(db).get(KEY) == (mac, "allocated"), timeout=5)
