@@ -95,15 +95,31 @@ def _validation_reason(data: dict[str, Any]) -> str:
     return REASON_BY_STATUS[422]
 
 
+def _field_problems(fields: dict[Any, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted field path, its problems as text) of marshmallow's nested error messages."""
+    found: list[tuple[str, str]] = []
+    for key, problems in fields.items():
+        name = prefix if key == "_schema" else f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(problems, dict):
+            found.extend(_field_problems(problems, name))
+        elif isinstance(problems, list):
+            found.append((name, "; ".join(str(p) for p in problems)))
+        else:
+            found.append((name, str(problems)))
+    return found
+
+
 def _validation_message(errors: dict[str, Any]) -> str:
-    """One sentence naming each rejected parameter and why (webargs nests by location)."""
+    """One sentence naming each rejected parameter and why (webargs nests by location).
+
+    Nested fields are named by their path, e.g. ``json field 'ranges.0.start'``.
+    """
     parts: list[str] = []
     for location, fields in errors.items():
         if not isinstance(fields, dict):
             parts.append(f"{location}: {fields}")
             continue
-        for name, problems in fields.items():
-            text = "; ".join(str(p) for p in problems) if isinstance(problems, list) else problems
+        for name, text in _field_problems(fields):
             parts.append(f"{location} field '{name}': {text}")
     if not parts:
         return "The request is not valid."

@@ -29,6 +29,8 @@ PATH = [
 class RangeSchema(Schema):
     """One inclusive range of MAC addresses."""
 
+    error_messages = {"type": 'A range is an object: {"start": "<MAC>", "end": "<MAC>"}.'}
+
     id = fields.Integer(dump_only=True)
     start = AssignableMac(required=True)
     end = AssignableMac(required=True)

@@ -97,6 +97,13 @@ def test_create_pool_invalid_range_and_mac(client: FlaskClient, admin: Headers) 
     )
     assert multicast.status_code == 422
     assert multicast.json["reason"] == "invalid_range"
+    # A range written as a string (the CLI's form) is told the API's form, by its path.
+    as_text = create(client, admin, ranges=["0a:00:00:00:00:00-0a:00:00:00:00:ff"])
+    assert as_text.status_code == 422
+    assert as_text.json["message"] == (
+        "The request is not valid: json field 'ranges.0': "
+        'A range is an object: {"start": "<MAC>", "end": "<MAC>"}.'
+    )
 
 
 def test_create_pool_validation_errors(client: FlaskClient, admin: Headers) -> None:
