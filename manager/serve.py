@@ -30,13 +30,28 @@ def _prepare_metrics_dir(settings: Settings) -> None:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(directory))
 
 
+#: Expired allocations released per write transaction by the sweep (others write in between).
+EXPIRE_BATCH = 500
+
+
+def _expire(database: Database) -> int:
+    """Release every expired pending allocation, :data:`EXPIRE_BATCH` per transaction."""
+    total = 0
+    while True:
+        with database.session(write=True) as session:
+            released = expire_pending(session, SYSTEM, limit=EXPIRE_BATCH)
+        total += released
+        if released < EXPIRE_BATCH:
+            return total
+
+
 def _sweeper(settings: Settings, stop: threading.Event) -> None:
     """Release expired pending allocations and prune allocator history, periodically."""
     database = Database.from_settings(settings)
     while not stop.wait(settings.expire_interval):
         try:
+            released = _expire(database)
             with database.session(write=True) as session:
-                released = expire_pending(session, SYSTEM)
                 prune_history(session)
             if released:
                 log.info("released %d expired pending allocation(s)", released)

@@ -116,10 +116,17 @@ from manager.services.scopes import (
     scope_and_pool_id,
     update_scope,
 )
+from manager.services.staging import (
+    STAGE_TTL_SECONDS,
+    confirm_staged,
+    new_stamp,
+    release_staged,
+)
 
 __all__ = [
     "RESERVATION_KIND",
     "SEVERITIES",
+    "STAGE_TTL_SECONDS",
     "STATES",
     "SYSTEM",
     "Actor",
@@ -167,6 +174,7 @@ __all__ = [
     "complete_handovers",
     "confirm_allocation",
     "confirm_holdings",
+    "confirm_staged",
     "create_pool",
     "create_scope",
     "delete_pool",
@@ -195,6 +203,7 @@ __all__ = [
     "list_scopes",
     "mac_info",
     "move_scope",
+    "new_stamp",
     "owner_interfaces",
     "owner_snapshot",
     "owners_holdings",
@@ -211,6 +220,7 @@ __all__ = [
     "release_allocation",
     "release_owner",
     "release_reservations",
+    "release_staged",
     "remove_range",
     "rename_owner",
     "reservation_held",

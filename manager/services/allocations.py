@@ -228,13 +228,20 @@ def confirm_allocation(session: Session, actor: Actor, allocation_id: int) -> Al
     return allocation
 
 
-def expire_pending(session: Session, actor: Actor, *, now: datetime | None = None) -> int:
-    """Release every pending allocation whose time ran out; returns how many."""
-    ids = session.scalars(
+def expire_pending(
+    session: Session, actor: Actor, *, now: datetime | None = None, limit: int | None = None
+) -> int:
+    """Release every pending allocation whose time ran out (at most ``limit``); how many.
+
+    With ``limit`` the caller repeats it, each call in its own transaction, while it answers
+    ``limit``: a staged batch whose writer died leaves up to 10^5 rows to expire at once.
+    """
+    query = (
         select(Allocation.id)
         .where(Allocation.state == "pending", Allocation.expires_at <= _now(now))
         .order_by(Allocation.id)
-    ).all()
+    )
+    ids = session.scalars(query if limit is None else query.limit(limit)).all()
     for alloc_id in ids:
         release_allocation(session, actor, alloc_id, reason="expired")
     return len(ids)

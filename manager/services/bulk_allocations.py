@@ -338,6 +338,9 @@ class _Batch:
         self.in_range_only = False
         #: The rows' and events' DBAPI values, bound ahead of the write (:meth:`bind_ahead`).
         self.bound: tuple[list[Any] | None, list[Any]] | None = None
+        #: MACs no automatic request takes: the later chunks of a chunked batch ask for them
+        #: (a batch in one piece plans its requested MACs first instead).
+        self.avoid: frozenset[int] = frozenset()
 
     def lock(self, pool_ids: set[int]) -> None:
         """Lock the pools not locked by this batch yet, in id order.
@@ -516,6 +519,11 @@ class _Batch:
     def _take_next(self, state: _PoolState) -> int:
         ranges, index = self._index(state)
         value = next_free_mac(ranges, index, state.cursor)
+        first = value
+        while value is not None and value in self.avoid:  # requested by a later batch
+            value = next_free_mac(ranges, index, value)
+            if value == first:  # every free MAC is avoided
+                value = None
         pool = state.pool
         if value is None:
             raise PoolExhausted(

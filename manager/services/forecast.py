@@ -36,7 +36,7 @@ keeps failing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -196,7 +196,8 @@ class Forecast:
 
     ``in_range_only``: a requested MAC outside the request's effective pool is refused with
     :class:`~manager.core.errors.OutsidePool` instead of being allocated as an external MAC
-    (the oVirt engine's rule for imported NICs).
+    (the oVirt engine's rule for imported NICs). ``avoid``: MACs no automatic request takes
+    (requested by chunks of the same import written later).
     """
 
     def __init__(
@@ -207,6 +208,7 @@ class Forecast:
         locked: bool = False,
         in_range_only: bool = False,
         now: datetime | None = None,
+        avoid: Collection[int] = (),
     ) -> None:
         self.actor = actor
         self.locked = locked
@@ -215,6 +217,7 @@ class Forecast:
         self.generation = current(conn)
         self._batch = _ForecastBatch(session, actor, conn, locked=locked)
         self._batch.in_range_only = in_range_only
+        self._batch.avoid = frozenset(avoid)
         self._keys: dict[int, set[tuple[str, str, str]]] = {}
         self._stored: dict[_IdentityKey, tuple[int | None, int]] = {}
         self._requested: list[int] = []

@@ -8,7 +8,8 @@ The thread runs the very import a request would (:func:`~plugins.ovirt.importer.
 dry run or apply, on the kept upload); only where its outcome goes differs. Progress is written
 while the upload is read, at most once a second; while the import itself runs, the job says
 "importing" without a percentage: an import whose plan keeps going stale is planned inside the
-write lock, where a second write (the progress) would wait for it.
+write lock, where a second write (the progress) would wait for it. A large import written in
+chunks says "writing" with the NICs written so far (recorded between the chunks' transactions).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ KIND = "ovirt"
 PROGRESS_INTERVAL = 1.0
 READING = "reading"
 IMPORTING = "importing"
+WRITING = "writing"
 
 
 class _Progress:
@@ -70,7 +72,14 @@ def _import(
     export = read_upload_file(filename, path, progress=_Progress(job_id, READING))
     _record(job_id, phase=IMPORTING, done=0, total=export.nic_count)
     try:
-        report = import_in_phases(unit_of_work, actor, export, options=options, sources=[filename])
+        report = import_in_phases(
+            unit_of_work,
+            actor,
+            export,
+            options=options,
+            sources=[filename],
+            writing=_Progress(job_id, WRITING),
+        )
     except ImportRefused as refused:
         return refused.report
     if report.applied:
@@ -120,4 +129,4 @@ def start_background_import(
     return job_id
 
 
-__all__ = ["IMPORTING", "KIND", "READING", "start_background_import"]
+__all__ = ["IMPORTING", "KIND", "READING", "WRITING", "start_background_import"]

@@ -31,6 +31,7 @@ from manager.core.errors import MacInUse, MacPoolError, OutsidePool
 from manager.core.mac import MacAddress, format_mac_int
 from manager.core.ranges import RangeSet
 from manager.services import (
+    STAGE_TTL_SECONDS,
     AllocationRequest,
     Forecast,
     Planned,
@@ -108,12 +109,19 @@ class NicAllocator:
         reassign_bad_macs: bool,
         report: ImportReport,
         locked: bool = False,
+        stage: str | None = None,
+        avoid: frozenset[int] = frozenset(),
     ) -> None:
         self.session = session
         self.actor = actor
         self.reassign = reassign_bad_macs
         self.report = report
         self.locked = locked
+        #: A staged batch's stamp: the new allocations are written staged (see
+        #: :mod:`manager.services.staging`), made lasting when the whole import is written.
+        self.stage = stage
+        #: MACs requested by the import's other chunks: no NIC of this one gets them new.
+        self.avoid = avoid
 
     def plan(
         self,
@@ -142,10 +150,14 @@ class NicAllocator:
                         Owner(OWNER_KIND, vm.label, vm.id),
                         interface,
                         mac=None if nic.mac is None else MacAddress(nic.mac),
+                        ttl_seconds=None if self.stage is None else STAGE_TTL_SECONDS,
+                        transaction=self.stage,
                     )
                 )
                 targets.append((target.scope, target.pool.id))
-        forecast = Forecast(self.session, self.actor, locked=self.locked, in_range_only=True)
+        forecast = Forecast(
+            self.session, self.actor, locked=self.locked, in_range_only=True, avoid=self.avoid
+        )
         forecast.assume(planned_pools)
         retry = (lambda _i, error: _bad(error)) if self.reassign else None
         try:

@@ -39,7 +39,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from manager.core.errors import MacPoolError
 from manager.services import get_job, is_interrupted, list_scopes, status_of
 from manager.web import settings, unit_of_work
-from plugins.ovirt.background import IMPORTING, READING, start_background_import
+from plugins.ovirt.background import IMPORTING, READING, WRITING, start_background_import
 from plugins.ovirt.backup import is_backup
 from plugins.ovirt.importer import ImportOptions, ImportRefused, import_in_phases
 from plugins.ovirt.reader import read_upload
@@ -70,9 +70,15 @@ VM_ROWS = 500
 BACKGROUND_BYTES = 32 * 1024 * 1024
 #: Seconds between two refreshes of a running job's status page.
 REFRESH_SECONDS = 2
-PHASES = {"queued": "Queued", READING: "Reading the upload", IMPORTING: "Importing"}
+PHASES = {
+    "queued": "Queued",
+    READING: "Reading the upload",
+    IMPORTING: "Importing",
+    WRITING: "Writing the allocations",
+}
 INTERRUPTED = (
-    "The import was interrupted (the server process running it stopped); nothing was written. "
+    "The import was interrupted (the server process running it stopped); nothing of it is kept "
+    "(allocations a large import had written are pending and expire within the hour). "
     "Upload the file again."
 )
 

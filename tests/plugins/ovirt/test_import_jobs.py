@@ -8,16 +8,20 @@ import re
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
 from manager.core.actor import Actor
-from manager.db import Database, ImportJob
+from manager.db import Allocation, Database, ImportJob
 from manager.services import finish_job, get_job, record_progress, start_job
 from manager.web import state
+from plugins.ovirt import background as background_module
+from plugins.ovirt import importer as importer_module
 from plugins.ovirt.generate_backup import write_engine_backup
 from tests.ui.conftest import csrf_token, login_as
 
@@ -88,6 +92,35 @@ def test_backup_upload_runs_in_the_background_then_applies(
         assert {j.state for j in s.query(ImportJob)} == {"done"}
 
 
+def test_a_large_apply_in_the_background_is_written_in_chunks_with_progress(
+    client: FlaskClient, app: Flask, backup: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """30 VMs in chunks of 10: the job records a "writing" phase per chunk, all is applied."""
+    monkeypatch.setattr(importer_module, "CHUNK_VMS", 10)
+    monkeypatch.setattr(background_module, "PROGRESS_INTERVAL", 0)
+    phases: list[tuple[str, int, int]] = []
+    real = background_module.record_progress
+
+    def spy(session: Any, job_id: str, *, phase: str, done: int, total: int) -> None:
+        phases.append((phase, done, total))
+        real(session, job_id, phase=phase, done=done, total=total)
+
+    monkeypatch.setattr(background_module, "record_progress", spy)
+    login_as(client, "admin")
+    before = _counts(app)
+    done = _wait(client, _job_id(_upload(client, backup, "engine.tar.xz")))
+    applied = _wait(client, _job_id(_next(client, "apply", _token(done))))
+    assert "Applied: 30 VM(s) and 60 NIC(s) imported" in _text(applied)
+    assert [p for p in phases if p[0] == "writing"] == [
+        ("writing", 20, 60),
+        ("writing", 40, 60),
+        ("writing", 60, 60),
+    ]
+    assert _counts(app)["allocations"] == before["allocations"] + 60
+    with state(app).database.session() as s:
+        assert s.scalar(select(func.count()).where(Allocation.state == "pending")) == 0
+
+
 def test_the_status_page_refreshes_and_shows_progress(client: FlaskClient, app: Flask) -> None:
     login_as(client, "operator")
     with state(app).database.session(write=True) as s:
@@ -110,6 +143,10 @@ def test_the_status_page_refreshes_and_shows_progress(client: FlaskClient, app: 
     with state(app).database.session(write=True) as s:
         record_progress(s, job_id, phase="importing", done=0, total=20000)
     assert "20,000 NIC(s)" in _text(client.get(f"{PAGE}/jobs/{job_id}"))
+    with state(app).database.session(write=True) as s:
+        record_progress(s, job_id, phase="writing", done=5000, total=20000)
+    page = _text(client.get(f"{PAGE}/jobs/{job_id}"))
+    assert "Writing the allocations" in page and "25%" in page
 
 
 def test_any_worker_shows_the_job(

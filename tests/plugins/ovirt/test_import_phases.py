@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,11 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor, Owner
-from manager.core.errors import NameInUse, RangeOverlap
+from manager.core.errors import MacInUse, NameInUse, RangeOverlap
 from manager.core.mac import MacAddress
-from manager.db import Allocation, Database, Pool, Scope
-from manager.services import add_range, allocate_mac, create_pool, create_scope
+from manager.db import Allocation, AuditEvent, Database, Pool, Scope
+from manager.services import add_range, allocate_mac, create_pool, create_scope, expire_pending
 from manager.services import bulk_allocations as bulk_module
+from plugins.ovirt import importer as importer_module
 from plugins.ovirt.importer import (
     PLAN_ATTEMPTS,
     ImportOptions,
@@ -436,6 +438,28 @@ def _empty(database: Database) -> None:
         bootstrap(s, default_range=IMPORT_DEFAULT_RANGE)
 
 
+def _held_before(database: Database, held: list[tuple[str, str, str | None]], first: bool) -> None:
+    """An empty database (with the export's estate unless ``first``) and these allocations."""
+    from manager.core.errors import MacPoolError
+
+    _empty(database)
+    if not first:
+        _prepare_estate(database)
+    for scope, owner, wanted in held:
+        try:
+            with database.session(write=True) as s:
+                allocate_mac(
+                    s,
+                    Actor("api"),
+                    scope=scope,
+                    owner=Owner("ovirt-vm" if scope == "/dc1/c1" else "vm", owner, f"v-{owner}"),
+                    interface="nic1",
+                    mac=None if wanted is None else MacAddress(mac(wanted)),
+                )
+        except MacPoolError:
+            pass  # a scope of the estate that is not there yet, a MAC taken: no allocation
+
+
 @settings(max_examples=30)
 @given(
     vms=st.lists(_VM, min_size=1, max_size=5),
@@ -450,24 +474,7 @@ def test_phases_report_what_one_transaction_reports(
     first: bool,
     reassign: bool,
 ) -> None:
-    from manager.core.errors import MacPoolError
-
-    _empty(prop_db)
-    if not first:
-        _prepare_estate(prop_db)
-    for scope, owner, wanted in held:
-        try:
-            with prop_db.session(write=True) as s:
-                allocate_mac(
-                    s,
-                    Actor("api"),
-                    scope=scope,
-                    owner=Owner("ovirt-vm" if scope == "/dc1/c1" else "vm", owner, f"v-{owner}"),
-                    interface="nic1",
-                    mac=None if wanted is None else MacAddress(mac(wanted)),
-                )
-        except MacPoolError:
-            pass  # a scope of the estate that is not there yet, a MAC taken: no allocation
+    _held_before(prop_db, held, first)
     data = _estate(
         *(vm(f"v-{i}", name, *macs, cluster_id="c-1") for i, (name, macs) in enumerate(vms))
     )
@@ -476,3 +483,211 @@ def test_phases_report_what_one_transaction_reports(
     with prop_db.session(write=True) as s:
         single = run_import(s, Actor("t"), data, options=options)
     assert phased.to_dict() == single.to_dict()
+
+
+def _outcome(database: Database, data: OvirtExport, apply: Callable[[], ImportReport]) -> object:
+    """The report of an apply (or of its refusal) and every allocation after it."""
+    try:
+        report = apply()
+    except ImportRefused as refused:
+        report = refused.report
+    with database.session() as s:
+        rows = s.execute(
+            select(
+                Allocation.owner_name,
+                Allocation.interface,
+                Allocation.mac,
+                Allocation.state,
+                Allocation.expires_at,
+            ).order_by(Allocation.owner_name, Allocation.interface)
+        ).all()
+        assert stored(s) == recount(s)
+    return report.to_dict(), [tuple(r) for r in rows]
+
+
+@settings(max_examples=30)
+@given(
+    vms=st.lists(_VM, min_size=2, max_size=6),
+    held=_HELD,
+    first=st.booleans(),
+    reassign=st.booleans(),
+)
+def test_an_import_written_in_chunks_ends_as_one_transaction_would(
+    prop_db: Database,
+    vms: list[tuple[str, list[str | None]]],
+    held: list[tuple[str, str, str | None]],
+    first: bool,
+    reassign: bool,
+) -> None:
+    """Same report, same allocations (none left pending), or the same refusal with nothing
+    of the import left: chunks of 2 VMs against one transaction."""
+    data = _estate(
+        *(vm(f"v-{i}", name, *macs, cluster_id="c-1") for i, (name, macs) in enumerate(vms))
+    )
+    options = ImportOptions(dry_run=False, reassign_bad_macs=reassign)
+    _held_before(prop_db, held, first)
+
+    def chunked() -> ImportReport:
+        return import_in_phases(Units(prop_db, []), Actor("t"), data, options=options, chunk_vms=2)
+
+    def single() -> ImportReport:
+        with prop_db.session(write=True) as s:
+            return run_import(s, Actor("t"), data, options=options)
+
+    in_chunks = _outcome(prop_db, data, chunked)
+    _held_before(prop_db, held, first)
+    assert in_chunks == _outcome(prop_db, data, single)
+
+
+# --- A larger import, written in chunks (staged, then confirmed at once) ---------------------
+
+
+def _chunked(
+    units: Units, data: OvirtExport, *, chunk_vms: int = 3, **options: Any
+) -> ImportReport:
+    return import_in_phases(
+        units,
+        Actor("importer"),
+        data,
+        options=ImportOptions(**{"dry_run": False, **options}),
+        chunk_vms=chunk_vms,
+    )
+
+
+def _states(db: Database) -> dict[str, tuple[str, bool]]:
+    """Owner name → (state, whether it expires) of every allocation."""
+    with db.session() as s:
+        rows = s.execute(
+            select(Allocation.owner_name, Allocation.state, Allocation.expires_at)
+        ).all()
+    return {name: (state, expires is not None) for name, state, expires in rows}
+
+
+def test_a_larger_import_is_written_in_chunks_then_made_lasting_at_once(db: Database) -> None:
+    """7 VMs in chunks of 3: three short write units (other writers get the lock between
+    them), then one that confirms; the result is the one-transaction import's."""
+    _prepare_estate(db)
+    with db.session(write=True) as s:
+        other = create_pool(
+            s, Actor("t"), name="other", ranges=["0c:00:00:00:00:00-0c:00:00:00:ff:ff"]
+        )
+        create_scope(s, Actor("t"), kind="datacenter", name="other", pool_id=other.id)
+    log: list[str] = []
+    units = Units(db, log)
+    between: list[str] = []
+
+    def meanwhile(write: int) -> None:
+        if write in (2, 3, 4):  # after chunk 1, 2, 3: an API allocation gets in
+            with db.session(write=True) as s:
+                allocate_mac(
+                    s,
+                    Actor("api"),
+                    scope="/other",
+                    owner=Owner("vm", f"api-{write}"),
+                    interface="e",
+                )
+            between.append(f"api-{write}")
+
+    units.before_write = meanwhile
+    written: list[tuple[int, int]] = []
+    report = import_in_phases(
+        units,
+        Actor("importer"),
+        _estate(*_vms(7)),
+        options=ImportOptions(dry_run=False),
+        writing=lambda done, total: written.append((done, total)),
+        chunk_vms=3,
+    )
+    assert report.applied and report.totals()["kept"] == 7 and report.totals()["vms"] == 7
+    # The whole plan, then per chunk a plan and a write, then the confirmation.
+    assert log == ["read", "end"] + ["read", "end", "write", "end"] * 3 + ["write", "end"]
+    assert written == [(6, 14), (12, 14), (14, 14)]
+    assert between == ["api-2", "api-3", "api-4"]
+    states = _states(db)
+    assert set(states.values()) == {("allocated", False)}, "nothing stays pending"
+    assert len(states) == 7 + 3
+    with db.session() as s:
+        assert stored(s) == recount(s)
+        event = s.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.action == "import.ovirt")
+            .order_by(AuditEvent.id.desc())
+        ).first()
+    assert event is not None
+    assert event.details["chunks"] == 3 and event.details["confirmed"] == 14
+    # Re-importing changes nothing, in chunks too.
+    again = _chunked(Units(db, []), _estate(*_vms(7)))
+    assert again.totals()["unchanged"] == 14
+
+
+def test_a_mac_taken_between_chunks_refuses_the_import_and_undoes_the_chunks_written(
+    db: Database,
+) -> None:
+    _prepare_estate(db)
+    units = Units(db, [])
+
+    def take(write: int) -> None:
+        if write == 2:  # chunk 1 is written; vm4 (chunk 2) asks for 02:..:04
+            with db.session(write=True) as s:
+                allocate_mac(
+                    s,
+                    Actor("api"),
+                    scope="/dc1",
+                    owner=Owner("vm", "intruder"),
+                    interface="e",
+                    mac=MacAddress(mac("02:00:00:00:00:04")),
+                )
+
+    units.before_write = take
+    with pytest.raises(ImportRefused) as refused:
+        _chunked(units, _estate(*_vms(7)))
+    assert [n.mac for _, n in refused.value.report.conflicts] == ["02:00:00:00:00:04"]
+    assert _states(db) == {"intruder": ("allocated", False)}, "chunk 1 was undone"
+    with db.session() as s:
+        assert stored(s) == recount(s)
+        undone = s.scalars(
+            select(func.count()).where(AuditEvent.action == "allocation.undone")
+        ).one()
+    assert undone == 6  # chunk 1: 3 VMs x 2 NICs
+
+
+def test_an_importer_that_dies_leaves_staged_rows_that_expire_or_a_rerun_confirms(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kill -9`` after chunk 1: its rows are pending and expire; unless the import is run
+    again first, which finds them unchanged and makes them lasting with its own."""
+    _prepare_estate(db)
+    units = Units(db, [])
+
+    class Killed(BaseException):
+        pass
+
+    def die(write: int) -> None:
+        if write == 2:
+            raise Killed
+
+    units.before_write = die
+    monkeypatch.setattr(importer_module, "_undo", lambda *args: None)  # nobody left to undo
+    with pytest.raises(Killed):
+        _chunked(units, _estate(*_vms(7)))
+    states = _states(db)
+    assert states == {f"vm{i}": ("pending", True) for i in range(3)}
+    with db.session() as s, pytest.raises(MacInUse):  # they hold their MACs meanwhile
+        allocate_mac(
+            s,
+            Actor("api"),
+            scope="/dc1",
+            owner=Owner("vm", "x"),
+            interface="e",
+            mac=MacAddress(mac("02:00:00:00:00:01")),
+        )
+    with db.session() as s:  # left alone, they expire (in the sweeper's batches)
+        assert (
+            expire_pending(s, Actor("t"), now=datetime.now(UTC) + timedelta(hours=2), limit=4) == 4
+        )
+        s.rollback()
+    again = _chunked(Units(db, []), _estate(*_vms(7)))
+    assert (again.totals()["unchanged"], again.totals()["kept"], again.totals()["new"]) == (6, 4, 4)
+    assert set(_states(db).values()) == {("allocated", False)}
+    with db.session(write=True) as s:
+        assert expire_pending(s, Actor("t"), now=datetime.now(UTC) + timedelta(hours=2)) == 0
