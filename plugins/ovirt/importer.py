@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from manager.core.actor import Actor
+from manager.core.collector import collector_paused
 from manager.core.errors import Conflict, InvalidScope, MacPoolError
 from manager.services import (
     STAGE_TTL_SECONDS,
@@ -378,6 +379,22 @@ def import_in_phases(
     (:data:`CHUNK_VMS`).
     """
     chunk = CHUNK_VMS if chunk_vms is None else chunk_vms
+    # No cyclic collection meanwhile: a full one walks the export's 10^5 objects, for about a
+    # second in which no other thread of the process (an API request, an allocation) runs.
+    with collector_paused():
+        return _import(units, actor, export, options, sources, progress, writing, chunk)
+
+
+def _import(
+    units: Units,
+    actor: Actor,
+    export: OvirtExport,
+    options: ImportOptions,
+    sources: Sequence[str],
+    progress: Progress | None,
+    writing: Progress | None,
+    chunk: int,
+) -> ImportReport:
     for attempt in range(1, PLAN_ATTEMPTS + 1):
         with units() as session:
             read_snapshot(session)  # the plan reads one state of the database throughout
