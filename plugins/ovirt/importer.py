@@ -396,15 +396,9 @@ def _import(
     chunk: int,
 ) -> ImportReport:
     for attempt in range(1, PLAN_ATTEMPTS + 1):
-        with units() as session:
-            read_snapshot(session)  # the plan reads one state of the database throughout
-            try:
-                plan = _plan(
-                    session, actor, export, options=options, locked=False, progress=progress
-                )
-            except TopologyChange as change:
-                log.info("oVirt import planned in the write lock: %s", change)
-                break
+        plan = _plan_ahead(units, actor, export, options=options, progress=progress)
+        if plan is None:
+            break
         report = plan.report
         if options.dry_run:
             return report
@@ -421,11 +415,9 @@ def _import(
                 progress=writing,
                 chunk_vms=chunk,
             )
-        try:
-            with units(write=True) as session:
-                _write(session, actor, export, plan, options=options, sources=sources, verify=True)
-        except StalePlan as stale:
-            log.info("oVirt import plan %d of %d went stale: %s", attempt, PLAN_ATTEMPTS, stale)
+        if not _written(
+            units, actor, export, plan, options=options, sources=sources, tried=attempt
+        ):
             continue
         report.applied = True
         return report
@@ -433,6 +425,64 @@ def _import(
         return run_import(
             session, actor, export, options=options, sources=sources, progress=progress
         )
+
+
+def _plan_ahead(
+    units: Units,
+    actor: Actor,
+    export: OvirtExport,
+    *,
+    options: ImportOptions,
+    progress: Progress | None,
+    staging: _Staging | None = None,
+) -> _Plan | None:
+    """Plan in a read unit; None when the import must be planned in the write lock."""
+    with units() as session:
+        read_snapshot(session)  # the plan reads one state of the database throughout
+        try:
+            return _plan(
+                session,
+                actor,
+                export,
+                options=options,
+                locked=False,
+                progress=progress,
+                staging=staging,
+            )
+        except TopologyChange as change:
+            log.info("oVirt import planned in the write lock: %s", change)
+            return None
+
+
+def _written(
+    units: Units,
+    actor: Actor,
+    export: OvirtExport,
+    plan: _Plan,
+    *,
+    options: ImportOptions,
+    sources: Sequence[str] | None,
+    tried: int,
+) -> bool:
+    """Write a plan made ahead in a short write unit; False when it went stale meanwhile.
+
+    ``sources``: the import's, for its audit event; None for a chunk (no event of its own)."""
+    try:
+        with units(write=True) as session:
+            _write(
+                session,
+                actor,
+                export,
+                plan,
+                options=options,
+                sources=sources or (),
+                verify=True,
+                event=sources is not None,
+            )
+    except StalePlan as stale:
+        log.info("oVirt import plan %d of %d went stale: %s", tried, PLAN_ATTEMPTS, stale)
+        return False
+    return True
 
 
 def _apply_in_chunks(
@@ -496,42 +546,14 @@ def _write_chunk(
 ) -> ImportReport:
     """Plan one chunk and write it staged (planned in the write lock after stale plans)."""
     for attempt in range(1, PLAN_ATTEMPTS + 1):
-        with units() as session:
-            read_snapshot(session)
-            try:
-                plan = _plan(
-                    session,
-                    actor,
-                    part,
-                    options=options,
-                    locked=False,
-                    progress=None,
-                    staging=staging,
-                )
-            except TopologyChange as change:
-                log.info("oVirt import chunk planned in the write lock: %s", change)
-                break
+        plan = _plan_ahead(units, actor, part, options=options, progress=None, staging=staging)
+        if plan is None:
+            break
         if plan.report.refused:
             plan.forecast.discard()
             return plan.report
-        try:
-            with units(write=True) as session:
-                _write(
-                    session,
-                    actor,
-                    part,
-                    plan,
-                    options=options,
-                    sources=(),
-                    verify=True,
-                    event=False,
-                )
-        except StalePlan as stale:
-            log.info(
-                "oVirt import chunk plan %d of %d went stale: %s", attempt, PLAN_ATTEMPTS, stale
-            )
-            continue
-        return plan.report
+        if _written(units, actor, part, plan, options=options, sources=None, tried=attempt):
+            return plan.report
     try:
         with units(write=True) as session:
             return run_import(session, actor, part, options=options, staging=staging, event=False)
