@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from manager.core.actor import Actor, Owner
 from manager.core.errors import InterfaceInUse, InvalidInput, MacInUse
 from manager.core.mac import format_mac_int
-from manager.db import Allocation, AuditEvent, HeldMac
+from manager.db import Allocation, AuditEvent, HeldMac, Pool
 from manager.services import (
     Handover,
     allocate_mac,
@@ -297,19 +297,41 @@ def test_completion_needs_exactly_one_selector(session: Session, actor: Actor) -
         complete_handovers(session, actor, plan="p", allocation_id=1)
 
 
+KUBEVIRT_UID = "9f8e7d6c-5555-4c53-9d8a-0f7d1c2b9e11"
+
+
+def _kubevirt_source(
+    session: Session, actor: Actor, make_pool: PoolFactory
+) -> tuple[Pool, Allocation]:
+    """Cluster /east with namespaces old and new; VM old/db (its UID recorded) holds a MAC."""
+    pool = make_pool("k8s", "0c:00:00:00:00:00-0c:00:00:00:00:ff")
+    cluster = create_scope(session, actor, kind="cluster", name="east", pool_id=pool.id)
+    create_scope(session, actor, kind="namespace", name="old", parent=cluster.id)
+    create_scope(session, actor, kind="namespace", name="new", parent=cluster.id)
+    owner = Owner("vm", "db", KUBEVIRT_UID)
+    source = allocate_mac(session, actor, scope="/east/old", owner=owner, interface="default")
+    return pool, source.allocation
+
+
+def _move_to_new(session: Session, actor: Actor, mac: str) -> Allocation:
+    """VM new/db, labelled vmID=<old/db's UID>, takes ``mac`` over (pending)."""
+    return allocate_mac(
+        session,
+        actor,
+        scope="/east/new",
+        owner=Owner("vm", "db"),
+        interface="default",
+        mac=mac,
+        handover=Handover(KUBEVIRT_UID, plan="ocp-plan"),
+    ).allocation
+
+
 def test_a_kubevirt_vm_moved_to_another_namespace_takes_its_macs_by_uid(
     session: Session, actor: Actor, make_pool: PoolFactory
 ) -> None:
     """Forklift's OCP-to-OCP moves: the source is a KubeVirt VM whose allocation records its
     UID; the target, labelled vmID=<that UID>, takes the MAC; a VM without it cannot."""
-    pool = make_pool("k8s", "0c:00:00:00:00:00-0c:00:00:00:00:ff")
-    cluster = create_scope(session, actor, kind="cluster", name="east", pool_id=pool.id)
-    create_scope(session, actor, kind="namespace", name="old", parent=cluster.id)
-    create_scope(session, actor, kind="namespace", name="new", parent=cluster.id)
-    uid = "9f8e7d6c-5555-4c53-9d8a-0f7d1c2b9e11"
-    source = allocate_mac(
-        session, actor, scope="/east/old", owner=Owner("vm", "db", uid), interface="default"
-    ).allocation
+    _, source = _kubevirt_source(session, actor, make_pool)
     mac = format_mac_int(source.mac)
     with pytest.raises(MacInUse):
         allocate_mac(
@@ -320,15 +342,7 @@ def test_a_kubevirt_vm_moved_to_another_namespace_takes_its_macs_by_uid(
             interface="default",
             mac=mac,
         )
-    moved = allocate_mac(
-        session,
-        actor,
-        scope="/east/new",
-        owner=Owner("vm", "db"),
-        interface="default",
-        mac=mac,
-        handover=Handover(uid, plan="ocp-plan"),
-    ).allocation
+    moved = _move_to_new(session, actor, mac)
     assert (moved.id, moved.scope.path, moved.handover) == (source.id, "/east/new", "pending")
     release_allocation(session, actor, moved.id)  # the plan failed: back to the source VM
     assert _holders(session, mac) == [("vm", "db", "/east/old")]
@@ -340,23 +354,10 @@ def test_a_vm_recreated_at_a_source_identity_gets_no_mac_until_the_handover_ends
     """KubeVirt to KubeVirt: the source VM is deleted and one of the same name created while
     its hand-over is pending. An automatic MAC for it would take the identity the MAC goes
     back to; the webhook's planned path (which reads the owner's rows itself) refuses too."""
-    pool = make_pool("k8s", "0c:00:00:00:00:00-0c:00:00:00:00:ff")
-    cluster = create_scope(session, actor, kind="cluster", name="east", pool_id=pool.id)
-    old = create_scope(session, actor, kind="namespace", name="old", parent=cluster.id)
-    create_scope(session, actor, kind="namespace", name="new", parent=cluster.id)
-    uid = "9f8e7d6c-5555-4c53-9d8a-0f7d1c2b9e11"
-    owner = Owner("vm", "db", uid)
-    source = allocate_mac(session, actor, scope="/east/old", owner=owner, interface="default")
-    mac = format_mac_int(source.allocation.mac)
-    moved = allocate_mac(
-        session,
-        actor,
-        scope="/east/new",
-        owner=Owner("vm", "db"),
-        interface="default",
-        mac=mac,
-        handover=Handover(uid, plan="ocp-plan"),
-    ).allocation
+    pool, source = _kubevirt_source(session, actor, make_pool)
+    old, owner = source.scope, Owner("vm", "db", KUBEVIRT_UID)
+    mac = format_mac_int(source.mac)
+    moved = _move_to_new(session, actor, mac)
     with pytest.raises(InterfaceInUse, match=f"being handed over with {mac}.*another MAC"):
         allocate_mac(session, actor, scope="/east/old", owner=owner, interface="default")
     plan = AllocationPlan(session, actor)

@@ -460,6 +460,13 @@ def _held_before(database: Database, held: list[tuple[str, str, str | None]], fi
             pass  # a scope of the estate that is not there yet, a MAC taken: no allocation
 
 
+def _export_of(vms: list[tuple[str, list[str | None]]]) -> OvirtExport:
+    """The estate with these VMs (name, NIC MACs) in cluster c1."""
+    return _estate(
+        *(vm(f"v-{i}", name, *macs, cluster_id="c-1") for i, (name, macs) in enumerate(vms))
+    )
+
+
 @settings(max_examples=30)
 @given(
     vms=st.lists(_VM, min_size=1, max_size=5),
@@ -475,9 +482,7 @@ def test_phases_report_what_one_transaction_reports(
     reassign: bool,
 ) -> None:
     _held_before(prop_db, held, first)
-    data = _estate(
-        *(vm(f"v-{i}", name, *macs, cluster_id="c-1") for i, (name, macs) in enumerate(vms))
-    )
+    data = _export_of(vms)
     options = ImportOptions(reassign_bad_macs=reassign)
     phased = import_in_phases(Units(prop_db, []), Actor("t"), data, options=options)
     with prop_db.session(write=True) as s:
@@ -521,9 +526,7 @@ def test_an_import_written_in_chunks_ends_as_one_transaction_would(
 ) -> None:
     """Same report, same allocations (none left pending), or the same refusal with nothing
     of the import left: chunks of 2 VMs against one transaction."""
-    data = _estate(
-        *(vm(f"v-{i}", name, *macs, cluster_id="c-1") for i, (name, macs) in enumerate(vms))
-    )
+    data = _export_of(vms)
     options = ImportOptions(dry_run=False, reassign_bad_macs=reassign)
     _held_before(prop_db, held, first)
 
