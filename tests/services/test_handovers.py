@@ -24,7 +24,7 @@ from manager.services import (
     release_allocation,
     rename_owner,
 )
-from manager.services.allocations import AllocationRequest, allocate_macs
+from manager.services.allocations import AllocationRequest, AllocationResult, allocate_macs
 from manager.services.bulk_allocations import AllocationPlan
 from tests.services.conftest import PoolFactory
 from tests.services.recount import recount, stored
@@ -150,7 +150,8 @@ def test_completed_handover_releases_like_any_allocation(session: Session, actor
     assert stored(session) == recount(session)
 
 
-def _reimport(session: Session, actor: Actor, mac: str) -> Allocation:
+def _reimport(session: Session, actor: Actor, mac: str) -> AllocationResult:
+    """legacy-web's nic1 imported again, with ``mac``."""
     return allocate_mac(
         session,
         actor,
@@ -158,7 +159,7 @@ def _reimport(session: Session, actor: Actor, mac: str) -> Allocation:
         owner=Owner("ovirt-vm", "legacy-web", OVIRT_ID),
         interface="nic1",
         mac=mac,
-    ).allocation
+    )
 
 
 @pytest.mark.usefixtures("estate")
@@ -173,14 +174,7 @@ def test_the_source_nic_stays_taken_while_its_handover_is_pending(
     assert err.value.details["handover"] == "pending"
     assert err.value.details["holder"]["owner_name"] == "legacy-web"
     # The same MAC again (an importer run twice) is a repeat, not an error: it names the copy.
-    again = allocate_mac(
-        session,
-        actor,
-        scope="/dc1",
-        owner=Owner("ovirt-vm", "legacy-web", OVIRT_ID),
-        interface="nic1",
-        mac=MAC,
-    )
+    again = _reimport(session, actor, MAC)
     assert not again.created and again.allocation.id == taken.id
     # The bulk path (the importer's) follows the same rule.
     request = AllocationRequest(
@@ -205,7 +199,7 @@ def _filler(count: int) -> list[AllocationRequest]:
 def test_a_final_handover_frees_the_source_identity(session: Session, actor: Actor) -> None:
     _take(session, actor)
     complete_handovers(session, actor, plan="plan-1")
-    fresh = _reimport(session, actor, "0a:00:00:00:00:07")
+    fresh = _reimport(session, actor, "0a:00:00:00:00:07").allocation
     assert (fresh.owner_name, fresh.interface, fresh.handover) == ("legacy-web", "nic1", None)
 
 
