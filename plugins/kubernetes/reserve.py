@@ -50,6 +50,7 @@ from manager.services import (
 from plugins.kubernetes.broker import NicClaim, Owner
 from plugins.kubernetes.group_commit import NeedsDatabase
 from plugins.kubernetes.scoping import namespace_scope_path
+from plugins.kubernetes.service_broker import namespace_scope
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +156,23 @@ class ReservedMacs:
         self._ensure_started()
         return ReserveBroker(self)
 
-    def target(self, namespace: str) -> Target:
-        """The namespace's scope and effective pool, cached; NeedsDatabase if never seen."""
+    def target(self, namespace: str, *, create: bool = False) -> Target | None:
+        """The namespace's scope and effective pool, cached; None for a namespace without a
+        scope yet, unless ``create``: then its scope is made first, in a write transaction of
+        its own (the review's answer needs nothing else written before it)."""
         cached = self._targets.get(namespace)
         if cached is not None and cached.generation == self._generation:
             return cached
-        resolved = resolve_target(
-            self.database, namespace_scope_path(self.cluster_scope, namespace)
-        )
-        if resolved is None:  # the ordinary path creates the namespace's scope
-            raise NeedsDatabase
+        path = namespace_scope_path(self.cluster_scope, namespace)
+        resolved = resolve_target(self.database, path)
+        if resolved is None and create:
+            with self.database.session(write=True) as session:
+                namespace_scope(
+                    session, self.actor, cluster_scope=self.cluster_scope, namespace=namespace
+                )
+            resolved = resolve_target(self.database, path)
+        if resolved is None:
+            return None
         with self._lock:
             if resolved.generation > self._generation:
                 self._invalidate(resolved.generation)
@@ -459,6 +467,9 @@ class ReserveBroker:
         if owner.migrated_from is not None:  # a hand-over: the kernel's write path decides
             raise NeedsDatabase
         self._target = self._reserved.target(owner.namespace)
+        if self._target is None:  # no scope yet: the owner holds nothing
+            self._held = {}
+            return {}
         self._held = self._reserved.held(self._target, owner)
         return {name: format_mac_int(mac) for name, mac in self._held.items()}
 
@@ -470,14 +481,20 @@ class ReserveBroker:
         transaction: str | None,
         dry_run: bool,
     ) -> dict[str, str]:
-        if dry_run or self._target is None or any(c.mac is not None for c in claims):
+        if dry_run or any(c.mac is not None for c in claims):
             raise NeedsDatabase
         names = [claim.interface for claim in claims]
+        if not names:
+            return {}
         if self._held:
             if all(name in self._held for name in names):  # a retry: same answer
                 return {name: format_mac_int(self._held[name]) for name in names}
             raise NeedsDatabase
-        macs = self._reserved.answer(self._target, owner, names, transaction)
+        # The first VM of a namespace: its scope is made now that the review wants a MAC.
+        target = self._target or self._reserved.target(owner.namespace, create=True)
+        if target is None:
+            raise NeedsDatabase
+        macs = self._reserved.answer(target, owner, names, transaction)
         if macs is None:
             raise NeedsDatabase
         return {name: format_mac_int(mac) for name, mac in macs.items()}

@@ -23,7 +23,7 @@ from manager.core.actor import Actor, Owner
 from manager.core.errors import DatabaseUnavailable
 from manager.core.mac import parse_mac
 from manager.db import Allocation, Database
-from manager.services import assign_pool, create_pool
+from manager.services import assign_pool, create_pool, list_scopes
 from manager.services.bootstrap import bootstrap
 from manager.services.owners import align_owner
 from manager.services.reservations import RESERVATION_KIND
@@ -47,10 +47,12 @@ def app(database: Database) -> Iterator[WebhookApp]:
     webhook.reserved.close()
 
 
-def _create(app: WebhookApp, name: str, *, operation: str = "CREATE", **kwargs: Any) -> str:
+def _create(
+    app: WebhookApp, name: str, *, operation: str = "CREATE", namespace: str = NS, **kwargs: Any
+) -> str:
     """Admit a one-NIC VM; the MAC it was given."""
     obj = kwargs.pop("obj", None) or vm([{"name": "nic", "masquerade": {}}], [POD_NET], name=name)
-    obj["metadata"]["namespace"] = NS
+    obj["metadata"]["namespace"] = namespace
     body = review_body(obj, gvk=VM_GVK, operation=operation, uid=str(uuid.uuid4()), **kwargs)
     reply = Client(app).post("/mutate-virtualmachines", data=body)
     assert reply.status_code == 200
@@ -102,6 +104,54 @@ def test_answers_come_from_the_reserve_and_are_recorded_within_a_second(
     paths = {s.labels["path"]: s.value for s in samples if s.name.endswith("_total")}
     assert paths["reserved"] == 5  # counted for operators: the share answered without a write
     assert len({mac for _, mac, *_ in _rows(database)}) == len(_rows(database))
+
+
+def _paths(app: WebhookApp) -> dict[str, float]:
+    samples = app.metrics.paths.collect()[0].samples
+    return {s.labels["path"]: s.value for s in samples if s.name.endswith("_total")}
+
+
+def _scope_paths(database: Database) -> set[str]:
+    with database.session() as session:
+        return {scope.path for scope in list_scopes(session)}
+
+
+def test_the_first_vm_of_a_new_namespace_makes_its_scope_and_is_answered_from_the_reserve(
+    app: WebhookApp, database: Database
+) -> None:
+    """A namespace's first VM costs one small write (its scope), not a review in a write
+    transaction queued behind every other writer."""
+    reserved = _warm(app, database)
+    before = _paths(app)
+    mac = int(parse_mac(_create(app, "vm-a", namespace="fresh")))
+    assert mac in reserved
+    assert _paths(app)["reserved"] == before.get("reserved", 0) + 1
+    assert _paths(app).get("transaction", 0) == before.get("transaction", 0)
+    assert "/kubernetes/fresh" in _scope_paths(database)
+
+    def recorded() -> bool:
+        with database.session() as session:
+            rows = session.scalars(select(Allocation).where(Allocation.mac == mac)).all()
+            return [(a.owner_name, a.scope.path) for a in rows] == [("vm-a", "/kubernetes/fresh")]
+
+    wait_until(recorded, timeout=1.0)
+
+
+def test_a_refused_or_dry_run_first_vm_makes_no_scope(app: WebhookApp, database: Database) -> None:
+    _warm(app, database)
+    twice = {"name": "a", "masquerade": {}, "macAddress": "02:00:00:00:aa:01"}
+    networks = [{"name": "a", "pod": {}}, {"name": "b", "multus": {"networkName": "br1"}}]
+    refused = vm([twice, {**twice, "name": "b"}], networks, name="x")
+    refused["metadata"]["namespace"] = "refused"
+    body = review_body(refused, gvk=VM_GVK, uid=str(uuid.uuid4()))
+    response = json.loads(Client(app).post("/mutate-virtualmachines", data=body).get_data())
+    assert not response["response"]["allowed"]
+    dry = vm([{"name": "nic", "masquerade": {}}], [POD_NET], name="y")
+    dry["metadata"]["namespace"] = "dry"
+    body = review_body(dry, gvk=VM_GVK, uid=str(uuid.uuid4()), dry_run=True)
+    response = json.loads(Client(app).post("/mutate-virtualmachines", data=body).get_data())
+    assert response["response"]["allowed"]
+    assert not {"/kubernetes/refused", "/kubernetes/dry"} & _scope_paths(database)
 
 
 def test_a_retried_create_gets_the_same_mac_before_and_after_recording(

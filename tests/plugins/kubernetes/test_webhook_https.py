@@ -205,6 +205,18 @@ def assert_only_macs_and_stamp_changed(before: dict[str, Any], after: dict[str, 
     assert scrubbed == before
 
 
+def wait_recorded(webhook: Webhook, answer: Answer, ns: str, name: str) -> None:
+    """Until the database holds the answer's MACs for the VM: an answer from MACs reserved
+    ahead is recorded within a second (docs/RESERVED_MACS.md)."""
+    assert answer.patched is not None
+    expected = macs_of(answer.patched)
+
+    def recorded() -> bool:
+        return {iface: row[0] for iface, row in held(webhook, ns, name).items()} == expected
+
+    wait_until(recorded, timeout=1.0)
+
+
 def assert_stored(webhook: Webhook, answer: Answer, ns: str, name: str, *, pool: str) -> None:
     """The patched VM's MACs are exactly what the database holds for it, pending, stamped.
 
@@ -213,8 +225,8 @@ def assert_stored(webhook: Webhook, answer: Answer, ns: str, name: str, *, pool:
     """
     assert answer.patched is not None
     stamp = answer.patched["metadata"]["annotations"][TRANSACTION_ANNOTATION]
+    wait_recorded(webhook, answer, ns, name)
     rows = held(webhook, ns, name)
-    assert {iface: row[0] for iface, row in rows.items()} == macs_of(answer.patched)
     for mac, pool_name, state, transaction in rows.values():
         assert pool_name == pool
         assert state == "pending"
@@ -357,13 +369,15 @@ def test_generate_name_vm_is_held_under_a_placeholder(
     obj["metadata"]["generateName"] = "gen-"
     answer = admit(client, webhook, obj, name="")
     assert answer.allowed
-    with webhook.database.session() as session:
-        scope = get_scope(session, f"/kubernetes/{ns}")
-        names = [
-            a.owner_name
-            for a in find_allocations(session, scope_id=scope.id, owner_kind="vm").items
-        ]
-    assert len(names) == 1 and names[0].startswith("gen-{admission:")
+
+    def names() -> list[str]:
+        with webhook.database.session() as session:
+            scope = get_scope(session, f"/kubernetes/{ns}")
+            found = find_allocations(session, scope_id=scope.id, owner_kind="vm").items
+            return [a.owner_name for a in found]
+
+    wait_until(lambda: len(names()) == 1, timeout=1.0)  # recorded within a second
+    assert names()[0].startswith("gen-{admission:")
 
 
 def test_vm_without_template_is_allowed_with_kubemacpool_message(
@@ -394,6 +408,7 @@ def test_delete_operation_is_allowed_without_side_effects(
     client: requests.Session, webhook: Webhook, ns: str
 ) -> None:
     created = admit(client, webhook, masquerade_vm(ns))
+    wait_recorded(webhook, created, ns, "vm1")
     answer = admit(client, webhook, None, operation="DELETE", old=created.patched)
     assert answer.allowed and answer.patch == []
     assert len(held(webhook, ns, "vm1")) == 1
@@ -430,7 +445,9 @@ def test_dry_run_with_a_mac_in_use_is_refused_too(
 def test_dry_run_update_keeps_the_database_as_it_was(
     client: requests.Session, webhook: Webhook, ns: str
 ) -> None:
-    created = admit(client, webhook, two_nic_vm(ns)).patched
+    answer = admit(client, webhook, two_nic_vm(ns))
+    wait_recorded(webhook, answer, ns, "vm2")
+    created = answer.patched
     assert created is not None
     before = held(webhook, ns, "vm2")
     changed = copy.deepcopy(created)
@@ -446,6 +463,8 @@ def test_dry_run_update_keeps_the_database_as_it_was(
 def _created(client: requests.Session, webhook: Webhook, obj: dict[str, Any]) -> dict[str, Any]:
     answer = admit(client, webhook, obj)
     assert answer.allowed and answer.patched is not None
+    metadata = answer.patched["metadata"]
+    wait_recorded(webhook, answer, metadata["namespace"], metadata["name"])
     return answer.patched
 
 
