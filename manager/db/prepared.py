@@ -236,12 +236,21 @@ def _values_many(form: _Form, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
             column: Sequence[Any] = [row[name] for row in rows]
         else:
             column = [row.get(name, fixed) for row in rows]
-        columns.append(column if process is None else [process(value) for value in column])
+        columns.append(column if process is None else _processed(process, column))
     if not columns:
         return [[] if form.positional else {} for _ in rows]
     if form.positional:
         return list(zip(*columns, strict=True))  # tuples: a DBAPI parameter sequence
     return [dict(zip(form.names, values, strict=True)) for values in zip(*columns, strict=True)]
+
+
+def _processed(process: Callable[[Any], Any], column: Sequence[Any]) -> list[Any]:
+    """The column's values through its bind processor; once when every row has the same value
+    (a batch's rows share their timestamps: a datetime's bind costs more than the comparisons)."""
+    first = column[0] if column else None
+    if column and all(value == first for value in column):
+        return [process(first)] * len(column)
+    return [process(value) for value in column]
 
 
 def _cursor(conn: Connection) -> Any:

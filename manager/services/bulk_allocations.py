@@ -466,9 +466,8 @@ class _Batch:
         )
         self.rows.append((i, row, scope, effective.pool))
         self.priors[key] = _Prior(value, request=i, uid=checked.owner_uid)
-        event = self._created_event(row, scope, effective.pool, checked)
         if self.each_event:
-            self.events.append(event)
+            self.events.append(self._created_event(row, scope, effective.pool, checked))
         # Described only if a later request of the batch asks for the same MAC.
         self.batch_holders.setdefault(value, []).append(
             _BatchHolder(effective.pool, scope.path, checked)
@@ -707,7 +706,7 @@ class _Batch:
                 for state in changed:
                     insert_changes(conn, advance_pool(state.pool, state.held))
                 rows = [row for _, row, _, _ in self.rows]
-                events = [row.pop("_event") for row in rows]
+                events = [row.pop("_event", None) for row in rows]
                 before = shares_of(conn, self.shared, self.homes)
                 moved = {i: move(conn, holder, values) for i, holder, values, _, _ in self.moves}
                 bound_rows, bound_events = self.bound or (None, None)
@@ -725,7 +724,8 @@ class _Batch:
                 )
                 for row, event, row_id in zip(rows, events, ids, strict=True):
                     row["id"] = row_id
-                    event["details"]["allocation_id"] = row_id
+                    if event is not None:
+                        event["details"]["allocation_id"] = row_id
                 insert_audit(conn, self.events, bound=bound_events)
                 for state in changed:
                     set_committed_value(state.pool, "low_warned", state.low_warned)

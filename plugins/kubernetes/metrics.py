@@ -21,7 +21,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -94,9 +94,20 @@ class AdmissionMetrics:
             registry=target,
         )
 
+        #: Labelled children by label values: ``labels()`` costs a lock and a lookup per call,
+        #: several times per review.
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (str(id(metric)), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
     def observe_path(self, path: str) -> None:
         """Count one review by how it was answered (see GroupCommit.review)."""
-        self.paths.labels(path=path).inc()
+        self._child(self.paths, path).inc()
 
     def observe_batch(self, reviews: int) -> None:
         """Count one write transaction of ``reviews`` reviews."""
@@ -104,8 +115,8 @@ class AdmissionMetrics:
 
     def observe(self, resource: str, result: str, seconds: float) -> None:
         """Count one answered review."""
-        self.admissions.labels(resource=resource, result=result).inc()
-        self.latency.labels(resource=resource).observe(seconds)
+        self._child(self.admissions, resource, result).inc()
+        self._child(self.latency, resource).observe(seconds)
 
     def registry(self, database: Database | None, *, cluster_scope: str) -> CollectorRegistry:
         """A registry with these metrics (all workers') and, given a database, the collisions."""

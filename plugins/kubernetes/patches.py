@@ -7,6 +7,7 @@ RFC 6902 implementations reject for absent keys.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Mapping
@@ -76,8 +77,13 @@ def format_transaction_timestamp(epoch_ns: int) -> str:
     Fixed width (unlike Go's RFC3339Nano, which trims zeros) so stamps also sort as strings.
     """
     seconds, nanos = divmod(epoch_ns, _NS_PER_S)
-    moment = datetime.fromtimestamp(seconds, tz=UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{nanos:09d}Z"
+    return f"{_second(seconds)}.{nanos:09d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a second since the epoch (every review of a second shares it)."""
+    return f"{datetime.fromtimestamp(seconds, tz=UTC):%Y-%m-%dT%H:%M:%S}"
 
 
 def now_transaction_timestamp() -> str:

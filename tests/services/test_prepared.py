@@ -61,14 +61,18 @@ def test_typed_values_round_trip_as_core_stores_them(session: Session) -> None:
     assert at.replace(tzinfo=UTC) == moment
 
 
-def test_many_rows_store_what_one_row_at_a_time_stores(session: Session) -> None:
-    """run_many processes its parameters column by column: the same values as run per row."""
+@pytest.mark.parametrize("shared", [True, False], ids=["one-moment", "three-moments"])
+def test_many_rows_store_what_one_row_at_a_time_stores(session: Session, shared: bool) -> None:
+    """run_many processes its parameters column by column (a value shared by every row is bound
+    once): the same values as run per row."""
     moment = datetime(2026, 11, 23, 20, 15, 1, 123456, tzinfo=UTC)
     conn = session.connection()
     statement = Prepared(insert(_audit), keys=KEYS)
-    events = [_event(f"many-{i}", moment) for i in range(3)]
+    events = [_event(f"many-{shared}-{i}", moment) for i in range(3)]
     events[1]["details"] = None
     events[2]["target_id"] = "x"
+    if not shared:
+        events[2]["at"] = moment.replace(second=2)
     statement.run_many(conn, events)
     for event in events:
         statement.run(conn, {**event, "action": f"one-{event['action']}"})
