@@ -144,6 +144,9 @@ class ReservedMacs:
         self._pending: list[Answer] = []
         self._oldest_pending = 0.0
         self._ledger: dict[tuple[int, str, str], _Entry] = {}
+        #: (monotonic time, key) of each recording, oldest first: the ledger forgets what is
+        #: LEDGER_TTL old without walking its ~10 s of answers at every record.
+        self._recorded: deque[tuple[float, tuple[int, str, str]]] = deque()
         self._release: list[int] = []
         self._next_interface = 0
         self._next_sweep = 0.0
@@ -420,10 +423,12 @@ class ReservedMacs:
                 entry = self._ledger.get(key)
                 if entry is not None and entry.recorded is None:
                     self._ledger[key] = _Entry(entry.macs, now)
-            for key in [
-                k for k, e in self._ledger.items() if e.recorded and now - e.recorded > LEDGER_TTL
-            ]:
-                del self._ledger[key]
+                    self._recorded.append((now, key))
+            while self._recorded and now - self._recorded[0][0] > LEDGER_TTL:
+                _, key = self._recorded.popleft()
+                entry = self._ledger.get(key)
+                if entry is not None and entry.recorded and now - entry.recorded > LEDGER_TTL:
+                    del self._ledger[key]
             for pool_id, got in reserved.items():
                 reserve = self._pools.get(pool_id)
                 if reserve is None or generation != self._generation:

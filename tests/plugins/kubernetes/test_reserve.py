@@ -27,6 +27,7 @@ from manager.services import assign_pool, create_pool, list_scopes
 from manager.services.bootstrap import bootstrap
 from manager.services.owners import align_owner
 from manager.services.reservations import RESERVATION_KIND
+from plugins.kubernetes import reserve as reserve_module
 from plugins.kubernetes.reserve import MAX_BLOCK, MIN_BLOCK, ReservedMacs, block_size
 from plugins.kubernetes.server import WebhookApp
 from tests.plugins.kubernetes.conftest import VM_GVK, review_body
@@ -168,6 +169,27 @@ def test_a_retried_create_gets_the_same_mac_before_and_after_recording(
         if r[3] == "retry"
     ]
     assert len([r for r in _rows(database) if r[3] == "retry"]) == 1
+
+
+def test_recorded_answers_are_remembered_for_the_ledger_ttl_only(
+    app: WebhookApp, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-process ledger of answers (for retries) keeps a recorded answer LEDGER_TTL
+    seconds, then forgets it: memory stays bounded by the recent rate, and a later retry
+    reads the database instead."""
+    monkeypatch.setattr(reserve_module, "LEDGER_TTL", 0.3)
+    _warm(app, database)
+    reserved = app.reserved
+    assert reserved is not None
+    old = _create(app, "old")
+    wait_until(lambda: any(r[3] == "old" and r[2] == "vm" for r in _rows(database)), timeout=1)
+    names = lambda: {key[2] for key in reserved._ledger}  # noqa: E731
+    assert "old" in names()
+    time.sleep(0.4)
+    _create(app, "new")
+    wait_until(lambda: "old" not in names(), timeout=1)
+    assert "new" in names()
+    assert _create(app, "old") == old  # a retry after that reads it from the database
 
 
 def test_a_pool_assigned_to_the_namespace_is_used_by_the_next_review(
