@@ -314,3 +314,7 @@ def test_blocks_follow_the_demand_within_bounds() -> None:
     assert block_size(10, 100.0) == 20
     # Never more than MAX_BLOCK per pool and process.
     assert block_size(600, 0.1) == MAX_BLOCK
+    # After a busy spell, a quiet one halves the block at each refill instead of resetting it.
+    assert block_size(10, 100.0, MAX_BLOCK) == MAX_BLOCK // 2
+    assert block_size(10, 100.0, MAX_BLOCK // 2) == MAX_BLOCK // 4
+    assert block_size(0, 60.0, 2 * MIN_BLOCK) == MIN_BLOCK
