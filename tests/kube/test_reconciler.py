@@ -27,6 +27,18 @@ def _confirmed(database: Any, namespace: str, name: str, macs: dict[str, str]) -
     wait_for(lambda: allocated(database, namespace, name) == want, what=f"{name} confirmed")
 
 
+def _admitted(database: Any, namespace: str, name: str) -> None:
+    """``name`` was admitted and is held pending. An answer given from the reserve is written by
+    the recorder shortly after the review (within a second), so this waits a few seconds."""
+    wait_for(
+        lambda: (
+            {state for _mac, state in holdings(database, namespace, name).values()} == {"pending"}
+        ),
+        timeout=5,
+        what=f"{name} held pending",
+    )
+
+
 def test_initial_sync_then_a_restart_catches_up(cluster: Cluster, macpool_factory: Any) -> None:
     ns = cluster.namespace
     # Created before MacPool ever ran (no webhook registered): MACs given by their users.
@@ -79,7 +91,7 @@ def test_a_watch_resumed_after_410_gone_relists(
         cluster.delete_vm("gone")
         # The API server still reaches the webhook directly: the new VM is admitted (pending).
         born = cluster.create_vm(vm("born", ns))
-        assert {state for _mac, state in holdings(database, ns, "born").values()} == {"pending"}
+        _admitted(database, ns, "born")
         control_plane.compact_etcd()
         time.sleep(1.5)  # the watches retry (and fail) meanwhile
         relay.restore()
@@ -133,7 +145,7 @@ def test_the_lease_is_taken_over_when_the_leader_is_killed(
     second.deployment.register_webhook(second.webhook_port)
     created = cluster.create_vm(vm("orphan", cluster.namespace))
     database = second.database()
-    assert {s for _m, s in holdings(database, cluster.namespace, "orphan").values()} == {"pending"}
+    _admitted(database, cluster.namespace, "orphan")
     # Once the Lease expires (15 s), the second reconciler takes it and confirms the VM.
     wait_for(lambda: _holder_pid(admin_api) in second.pids(), timeout=40, what="take-over")
     lease = client.CoordinationV1Api(admin_api).read_namespaced_lease(LEASE_NAME, NAMESPACE)
