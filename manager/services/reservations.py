@@ -50,7 +50,7 @@ from manager.services.bulk_allocations import allocate_macs, allocate_rows
 from manager.services.common import lock_pools
 from manager.services.index_cache import pool_ranges
 from manager.services.pool_counters import NONE, apply_changes, shares_of
-from manager.services.scopes import scope_and_pool_id
+from manager.services.scopes import planned_pool_id, scope_and_pool_id
 
 _alloc: Table = Allocation.__table__  # type: ignore[assignment]
 _gen: Table = Generation.__table__  # type: ignore[assignment]
@@ -106,7 +106,9 @@ class Answer:
 
     reservation_id: int
     mac: int
-    scope_id: int
+    #: None: the owner's scope does not exist yet; the answer is recorded once it is made
+    #: (:func:`record_answers` takes only answers with a scope).
+    scope_id: int | None
     owner_kind: str
     owner_name: str
     owner_uid: str | None
@@ -120,10 +122,14 @@ class Answer:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A scope and its effective pool, as of one topology generation."""
+    """A scope and its effective pool, as of one topology generation.
+
+    ``scope_id`` None: a planned target, the scope at ``scope_path`` does not exist yet and
+    ``pool_id`` is the pool it would inherit when made.
+    """
 
     generation: int
-    scope_id: int
+    scope_id: int | None
     scope_path: str
     pool_id: int
     pool_name: str
@@ -134,17 +140,29 @@ def usable_margin(ttl_seconds: int) -> timedelta:
     return max(MIN_MARGIN, timedelta(seconds=ttl_seconds / 4))
 
 
-def resolve_target(database: Database, path: str) -> Target | None:
-    """The scope at ``path`` and its effective pool with the generation they are valid for."""
+def resolve_target(database: Database, path: str, *, planned: bool = False) -> Target | None:
+    """The scope at ``path`` and its effective pool with the generation they are valid for.
+
+    A missing scope gives None, or with ``planned`` a planned target: the pool a scope made
+    there would inherit from its nearest existing ancestor (None if there is none).
+    """
     with database.session() as session:
         generation = current_generation(session.connection())
+        scope_id: int | None
         try:
             scope, pool_id = scope_and_pool_id(session, path)
+            scope_id, path = scope.id, scope.path
         except NotFound:
-            return None
+            if not planned:
+                return None
+            try:
+                pool_id = planned_pool_id(session, path)
+            except NotFound:
+                return None
+            scope_id = None
         pool = session.get(Pool, pool_id)
         assert pool is not None
-        return Target(generation, scope.id, scope.path, pool_id, pool.name)
+        return Target(generation, scope_id, path, pool_id, pool.name)
 
 
 def owner_snapshot(
@@ -187,6 +205,8 @@ def reserve_macs(
     ``r<first>``, ``r<first+1>``, …) made by the allocation kernel; it expires after
     ``ttl_seconds`` unless recorded to an owner first.
     """
+    if target.scope_id is None:
+        raise ValueError("Reservations live in an existing scope, not a planned one.")
     count = min(count, free_count(session, target.pool_id) - keep_free)
     if count <= 0:
         return []
@@ -234,6 +254,8 @@ def record_answers(session: Session, actor: Actor, answers: Sequence[Answer]) ->
     """
     if not answers:
         return []
+    if any(answer.scope_id is None for answer in answers):
+        raise ValueError("An answer is recorded once its owner's scope exists.")
     answers = list(answers)
     now = datetime.now(UTC)
     for first_try in (True, False):
@@ -322,6 +344,7 @@ class _Redo(Exception):
 def _record_one(session: Session, actor: Actor, answer: Answer) -> None:
     ttl = max(1, int((answer.expires_at - datetime.now(UTC)).total_seconds()))
     owner = Owner(kind=answer.owner_kind, name=answer.owner_name, uid=answer.owner_uid)
+    assert answer.scope_id is not None  # checked by record_answers
     request = AllocationRequest(
         answer.scope_id,
         owner,

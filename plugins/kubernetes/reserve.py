@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
@@ -73,6 +73,11 @@ RECORD_STALL: Final = 0.5
 LEDGER_TTL: Final = 10.0
 #: Expired reservations of every process are swept this often (seconds).
 SWEEP_INTERVAL: Final = 5
+#: A namespace without a scope is read again after this long (seconds): its scope is made by
+#: this process's recorder, or by another process or the write path meanwhile.
+PLANNED_TTL: Final = 0.1
+#: No scope has this id: the owner read of a planned target finds nothing but the generation.
+NO_SCOPE: Final = -1
 
 
 def block_size(handed: int, seconds: float, previous: int = MIN_BLOCK) -> int:
@@ -148,10 +153,15 @@ class ReservedMacs:
         self._pools: dict[int, _PoolReserve] = {}
         self._pending: list[Answer] = []
         self._oldest_pending = 0.0
-        self._ledger: dict[tuple[int, str, str], _Entry] = {}
+        self._ledger: dict[tuple[str, str, str], _Entry] = {}
         #: (monotonic time, key) of each recording, oldest first: the ledger forgets what is
         #: LEDGER_TTL old without walking its ~10 s of answers at every record.
-        self._recorded: deque[tuple[float, tuple[int, str, str]]] = deque()
+        self._recorded: deque[tuple[float, tuple[str, str, str]]] = deque()
+        #: Until when (monotonic) a cached planned target is used without a new read.
+        self._planned_until: dict[str, float] = {}
+        #: Scope ids the recorder made (or found) for answers given to planned targets, by path;
+        #: the cache takes them after the transaction.
+        self._made: dict[str, int] = {}
         self._release: list[int] = []
         self._next_interface = 0
         self._next_sweep = 0.0
@@ -164,21 +174,23 @@ class ReservedMacs:
         self._ensure_started()
         return ReserveBroker(self)
 
-    def target(self, namespace: str, *, create: bool = False) -> Target | None:
-        """The namespace's scope and effective pool, cached; None for a namespace without a
-        scope yet, unless ``create``: then its scope is made first, in a write transaction of
-        its own (the review's answer needs nothing else written before it)."""
+    def target(self, namespace: str) -> Target | None:
+        """The namespace's scope and effective pool, cached; None if no pool can serve it.
+
+        A namespace without a scope yet gets a planned target (no scope id, the pool it would
+        inherit): the recorder makes the scope before it records the answers given meanwhile,
+        so no review waits for a write, and then caches the scope in its place.
+        """
         cached = self._targets.get(namespace)
-        if cached is not None and cached.generation == self._generation:
+        now = time.monotonic()
+        if (
+            cached is not None
+            and cached.generation == self._generation
+            and (cached.scope_id is not None or now < self._planned_until.get(namespace, 0.0))
+        ):
             return cached
         path = namespace_scope_path(self.cluster_scope, namespace)
-        resolved = resolve_target(self.database, path)
-        if resolved is None and create:
-            with self.database.session(write=True) as session:
-                namespace_scope(
-                    session, self.actor, cluster_scope=self.cluster_scope, namespace=namespace
-                )
-            resolved = resolve_target(self.database, path)
+        resolved = resolve_target(self.database, path, planned=True)
         if resolved is None:
             return None
         with self._lock:
@@ -186,14 +198,18 @@ class ReservedMacs:
                 self._invalidate(resolved.generation)
             if resolved.generation == self._generation:
                 self._targets[namespace] = resolved
+                if resolved.scope_id is None:  # made by someone else soon: look again then
+                    self._planned_until[namespace] = now + PLANNED_TTL
         return resolved
 
     def held(self, target: Target, owner: Owner) -> dict[str, int]:
         """What the owner holds: stored, or answered by this process and not yet recorded."""
+        # A planned target's scope does not exist: the read only checks the generation.
+        scope_id = NO_SCOPE if target.scope_id is None else target.scope_id
         generation, stored = owner_snapshot(
-            self.database, scope_id=target.scope_id, owner_kind=owner.kind, owner_name=owner.name
+            self.database, scope_id=scope_id, owner_kind=owner.kind, owner_name=owner.name
         )
-        key = (target.scope_id, owner.kind, owner.name)
+        key = (target.scope_path, owner.kind, owner.name)
         with self._lock:
             if generation != self._generation or target.generation != generation:
                 if generation > self._generation:
@@ -209,7 +225,7 @@ class ReservedMacs:
     ) -> dict[str, int] | None:
         """Hand out reserved MACs to the owner's interfaces; None when the reserve cannot."""
         now = time.monotonic()
-        key = (target.scope_id, owner.kind, owner.name)
+        key = (target.scope_path, owner.kind, owner.name)
         with self._lock:
             if target.generation != self._generation or self._stopping.is_set():
                 return None
@@ -222,6 +238,11 @@ class ReservedMacs:
                 return None
             reserve = self._pools.get(target.pool_id)
             if reserve is None:
+                if target.scope_id is None:
+                    # Reservations live in a scope that exists: this review takes the write
+                    # path, which makes the scope; the next one reads it and starts a reserve.
+                    self._planned_until.pop(target.scope_path.rsplit("/", 1)[1], None)
+                    return None
                 reserve = self._pools[target.pool_id] = _PoolReserve(target)
             self._drop_stale()
             if len(reserve.free) < len(interfaces):
@@ -271,6 +292,7 @@ class ReservedMacs:
         """The topology changed: forget resolved namespaces and give the reserves back."""
         self._generation = generation
         self._targets.clear()
+        self._planned_until.clear()
         for reserve in self._pools.values():
             self._release.extend(reserved.id for reserved in reserve.free)
         self._pools.clear()
@@ -345,6 +367,7 @@ class ReservedMacs:
                 with self._lock:
                     self._pending[:0] = answers
                     self._release.extend(releases)
+                    self._made = {}  # rolled back with the rest
                 raise
             self._settle(answers, reserved, generation)
             if sweep:
@@ -373,7 +396,7 @@ class ReservedMacs:
         sweep: bool,
         reserved: dict[int, list[Reserved]],
     ) -> None:
-        refused = record_answers(session, self.actor, answers)
+        refused = record_answers(session, self.actor, self._with_scopes(session, answers))
         for answer in refused:
             log.warning(
                 "MAC %s answered to %s %s interface %s was not recorded: the interface holds "
@@ -418,13 +441,35 @@ class ReservedMacs:
                 reserve.retry_at = now + 5.0
             reserved[reserve.target.pool_id] = got
 
+    def _with_scopes(self, session: Session, answers: list[Answer]) -> list[Answer]:
+        """The answers, those given to a namespace without a scope then with the scope made
+        now (or found, when another process or the ordinary path made it meanwhile)."""
+        made = self._made
+        ready = []
+        for answer in answers:
+            if answer.scope_id is None:
+                if answer.scope_path not in made:
+                    namespace = answer.scope_path.rsplit("/", 1)[1]
+                    scope = namespace_scope(
+                        session, self.actor, cluster_scope=self.cluster_scope, namespace=namespace
+                    )
+                    assert scope is not None
+                    made[answer.scope_path] = scope.id
+                answer = replace(answer, scope_id=made[answer.scope_path])
+            ready.append(answer)
+        return ready
+
     def _settle(
         self, answers: list[Answer], reserved: dict[int, list[Reserved]], generation: int
     ) -> None:
         now = time.monotonic()
         with self._lock:
+            made, self._made = self._made, {}
+            for namespace, cached in list(self._targets.items()):
+                if cached.scope_id is None and cached.scope_path in made:
+                    self._targets[namespace] = replace(cached, scope_id=made[cached.scope_path])
             for answer in answers:
-                key = (answer.scope_id, answer.owner_kind, answer.owner_name)
+                key = (answer.scope_path, answer.owner_kind, answer.owner_name)
                 entry = self._ledger.get(key)
                 if entry is not None and entry.recorded is None:
                     self._ledger[key] = _Entry(entry.macs, now)
@@ -477,9 +522,8 @@ class ReserveBroker:
         if owner.migrated_from is not None:  # a hand-over: the kernel's write path decides
             raise NeedsDatabase
         self._target = self._reserved.target(owner.namespace)
-        if self._target is None:  # no scope yet: the owner holds nothing
-            self._held = {}
-            return {}
+        if self._target is None:
+            raise NeedsDatabase
         self._held = self._reserved.held(self._target, owner)
         return {name: format_mac_int(mac) for name, mac in self._held.items()}
 
@@ -500,11 +544,9 @@ class ReserveBroker:
             if all(name in self._held for name in names):  # a retry: same answer
                 return {name: format_mac_int(self._held[name]) for name in names}
             raise NeedsDatabase
-        # The first VM of a namespace: its scope is made now that the review wants a MAC.
-        target = self._target or self._reserved.target(owner.namespace, create=True)
-        if target is None:
+        if self._target is None:
             raise NeedsDatabase
-        macs = self._reserved.answer(target, owner, names, transaction)
+        macs = self._reserved.answer(self._target, owner, names, transaction)
         if macs is None:
             raise NeedsDatabase
         return {name: format_mac_int(mac) for name, mac in macs.items()}

@@ -87,6 +87,25 @@ def _rows(session: Session, mac: int) -> list[tuple[int, str, str, str]]:
     ]
 
 
+def test_a_scope_not_made_yet_has_a_planned_target_with_the_pool_it_would_inherit(
+    session: Session, actor: Actor, target: Target, database: Database
+) -> None:
+    assert resolve_target(database, "/k8s/new") is None
+    planned = resolve_target(database, "/k8s/new", planned=True)
+    assert planned == Target(target.generation, None, "/k8s/new", target.pool_id, target.pool_name)
+    # Missing parents too: the nearest existing ancestor's pool (here the engine's).
+    deeper = resolve_target(database, "/nowhere/new", planned=True)
+    engine = resolve_target(database, "/")
+    assert deeper is not None and engine is not None
+    assert (deeper.scope_id, deeper.pool_id) == (None, engine.pool_id)
+    # Reservations and records need a scope that exists.
+    with pytest.raises(ValueError, match="existing scope"):
+        _reserve(session, actor, planned)
+    reserved = _reserve(session, actor, target)
+    with pytest.raises(ValueError, match="scope exists"):
+        record_answers(session, actor, [_answer(planned, reserved[0])])
+
+
 def test_reserved_macs_are_held_pending_reservations_nobody_else_can_take(
     session: Session, actor: Actor, target: Target
 ) -> None:
