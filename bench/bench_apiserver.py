@@ -167,8 +167,11 @@ def _measure(
         namespace = cluster.create_namespace(f"bench-{label}-{concurrency}-{uuid.uuid4().hex[:4]}")
         _creates(plane, namespace, WARMUP, concurrency)
         settle()
+        pids = macpool.pids()
+        roles = _roles(pids)
         groups = {
-            "macpool": macpool.pids(),
+            "macpool": pids,
+            **{f"macpool {role}": members for role, members in roles.items()},
             "kube-apiserver": [plane.pids()["kube-apiserver"]],
             "etcd": [plane.pids()["etcd"]],
             "noop webhook": [noop_pid],
@@ -185,13 +188,39 @@ def _measure(
             result(f"{name} p50", percentile(ordered, 0.50) / 1e6, "ms", notes),
             result(f"{name} p99", percentile(ordered, 0.99) / 1e6, "ms", notes),
         ]
-        for group in ("macpool", "kube-apiserver", "etcd", "noop webhook"):
+        for group in (
+            "macpool",
+            *(f"macpool {role}" for role in roles),
+            "kube-apiserver",
+            "etcd",
+            "noop webhook",
+        ):
             if group == "noop webhook" and label != "noop":
                 continue
             per_create = (after[group] - before[group]) / VMS * 1000
             results.append(result(f"{name} CPU {group}", per_create, "ms/create", notes))
         print(f"  {label} c={concurrency}: {VMS / seconds:.0f} creates/s", file=sys.stderr)
     return results
+
+
+def _roles(pids: list[int]) -> dict[str, list[int]]:
+    """MacPool's processes by what they run, from their command lines: the webhook listener's
+    processes (``manager.plugin_process kubernetes 0`` and its workers), the reconciler's
+    (``... kubernetes 1``), and the rest (``macpool serve``: UI and API)."""
+    roles: dict[str, list[int]] = {"webhook": [], "reconciler": [], "ui+api": []}
+    for pid in pids:
+        try:
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        plugin = words[-2:-1] if b"manager.plugin_process" in words else []
+        if plugin == [b"0"]:
+            roles["webhook"].append(pid)
+        elif plugin == [b"1"]:
+            roles["reconciler"].append(pid)
+        else:
+            roles["ui+api"].append(pid)
+    return roles
 
 
 def run() -> list[Result]:
