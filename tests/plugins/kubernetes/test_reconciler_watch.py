@@ -231,3 +231,33 @@ def test_lease_is_taken_over_only_after_it_expires(api_client: ApiClient) -> Non
     now[0] += timedelta(seconds=2)
     assert second.try_acquire()  # expired: taken over
     assert not first.try_acquire()
+
+
+def test_events_that_follow_within_the_gather_window_share_one_batch(
+    make_reconciler: Callable[..., Reconciler],
+) -> None:
+    """A VM's confirmation waits for nobody, so the reconciler gathers what follows a first
+    event for a moment: one transaction for many VMs instead of one each."""
+    from plugins.kubernetes.sources import WatchEvent
+
+    def event(name: str) -> WatchEvent:
+        return WatchEvent(NAMESPACES, "ADDED", namespace(name))
+
+    def later(reconciler: Reconciler, name: str, delay: float) -> threading.Timer:
+        timer = threading.Timer(delay, lambda: reconciler.queue.put(event(name)))
+        timer.start()
+        return timer
+
+    gathering = make_reconciler(gather=0.5)
+    gathering.queue.put(event("first"))
+    timer = later(gathering, "second", 0.1)
+    assert gathering.pump(timeout=1) == 2
+    timer.join()
+    assert {"first", "second"} <= set(gathering.namespaces)
+
+    at_once = make_reconciler(gather=0.0)
+    at_once.queue.put(event("first"))
+    timer = later(at_once, "second", 0.2)
+    assert at_once.pump(timeout=1) == 1
+    timer.join()
+    assert at_once.pump(timeout=1) == 1
