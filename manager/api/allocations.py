@@ -24,6 +24,7 @@ from manager.services import (
     confirm_allocation,
     find_allocations,
     get_allocation,
+    get_scope,
     release_allocation,
 )
 from manager.web import unit_of_work
@@ -51,6 +52,8 @@ class Allocations(MethodView):
         """Search allocations, ordered by MAC then id"""
         limit, offset = window(pagination_parameters)
         with unit_of_work() as session:
+            if "scope" in args:  # a path: resolved here, so an unknown one is a 404
+                args["scope_id"] = get_scope(session, _scope(args)).id
             page = find_allocations(session, limit=limit, offset=offset, **args)
             set_total(pagination_parameters, page.total)
             return [allocation_data(a) for a in page.items]

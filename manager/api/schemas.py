@@ -193,6 +193,7 @@ class AllocationQueryArgsSchema(Schema):
     mac = Mac()
     pool_id = Id(strict=False)
     scope_id = Id(strict=False)
+    scope = Text(metadata={"description": "The scope's path (instead of scope_id)"})
     owner_kind = Text()
     owner_name = Text()
     interface = Text()

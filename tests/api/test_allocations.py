@@ -160,3 +160,18 @@ def test_search_filters_and_pagination(client: FlaskClient, operator: Headers) -
     assert bad_state.status_code == 422
     bad_mac = client.get(ALLOCATIONS, query_string={"mac": "nope"}, headers=operator)
     assert (bad_mac.status_code, bad_mac.json["reason"]) == (422, "invalid_mac")
+
+
+def test_search_by_scope_path(client: FlaskClient, admin: Headers) -> None:
+    """The scope is found by path as POST takes it; an unknown path is an error, not a filter
+    that silently matches everything."""
+    client.post("/api/v1/scopes", json={"kind": "datacenter", "name": "dc"}, headers=admin)
+    allocate(client, admin, name="at-engine")
+    allocate(client, admin, name="in-dc", scope="/dc")
+    in_dc = client.get(ALLOCATIONS, query_string={"scope": "/dc"}, headers=admin)
+    assert [a["owner"]["name"] for a in in_dc.json] == ["in-dc"]
+    unknown = client.get(ALLOCATIONS, query_string={"scope": "/nowhere"}, headers=admin)
+    assert unknown.status_code == 404
+    both = client.get(ALLOCATIONS, query_string={"scope": "/dc", "scope_id": 1}, headers=admin)
+    assert both.status_code in (400, 422)
+    assert "not both" in both.json["message"]
