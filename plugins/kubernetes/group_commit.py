@@ -133,6 +133,22 @@ class GroupCommit:
         ``fast`` gives a broker that answers without a write transaction where it can (MACs
         reserved ahead) and raises NeedsDatabase where it cannot.
         """
+        result = self.quick(
+            reviewer, request, first_without_database=first_without_database, fast=fast
+        )
+        return result if result is not None else self.transact(reviewer, request)
+
+    def quick(
+        self,
+        reviewer: Reviewer,
+        request: AdmissionRequest,
+        *,
+        first_without_database: bool = True,
+        fast: Callable[[], MacBroker] | None = None,
+    ) -> AdmissionResult | None:
+        """The review's answer where it needs no write transaction (and never waits for
+        one), else ``None``: then :meth:`transact` answers it. The arguments are those of
+        :meth:`review`."""
         if fast is not None and not request.dry_run:
             try:
                 result = reviewer(request, broker=fast())
@@ -149,6 +165,11 @@ class GroupCommit:
             else:
                 self._on_path("no_database")
                 return result
+        return None
+
+    def transact(self, reviewer: Reviewer, request: AdmissionRequest) -> AdmissionResult:
+        """The review's answer from a write transaction, shared with the reviews queued
+        meanwhile; allowed changes are committed before it returns."""
         self._on_path("transaction")
         job = _Job(reviewer, request)
         if request.dry_run:

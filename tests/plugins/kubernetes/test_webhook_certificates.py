@@ -327,6 +327,12 @@ def test_external_files_are_reloaded_without_dropping_requests(tmp_path: Path) -
             worker.join()
         assert switched, "new connections never got the new certificate"
         assert failures == []
+        # A client that names no server (an IP address: no SNI) gets the new one too.
+        by_address = _context(new.ca_bundle_pem)
+        by_address.check_hostname = False
+        plain = http.client.HTTPSConnection("127.0.0.1", port, context=by_address, timeout=10)
+        assert _healthz(plain) == 200
+        plain.close()
         assert answered[0] > 10
         # The connection opened before the swap carries on with the old certificate.
         assert _healthz(kept) == 200

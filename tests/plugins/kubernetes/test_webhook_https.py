@@ -1,4 +1,4 @@
-"""AdmissionReviews posted over real HTTPS to the running webhook (gunicorn + TLS + SQLite).
+"""AdmissionReviews posted over real HTTPS to the running webhook (uvicorn workers + TLS + SQLite).
 
 Every returned patch is applied with jsonpatch (strict RFC 6902) to the original object, and the
 MACs are checked against the database: held by the right owner, in the right pool, unique.

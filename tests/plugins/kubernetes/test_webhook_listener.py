@@ -1,0 +1,88 @@
+"""The webhook listener's processes: gunicorn's arbiter over uvicorn workers.
+
+What operators rely on from the arbiter must still hold with the event-loop workers: a stop
+signal ends every process promptly, a worker that dies is replaced while the listener keeps
+answering, and workers never outlive an arbiter killed with ``kill -9`` (an orphaned worker
+would keep the port, and a new replica's listener could not bind it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.plugins.kubernetes.webhook_harness import Webhook, running_webhook
+
+pytestmark = pytest.mark.slow
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            found.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:  # the task ended meanwhile
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _workers(webhook: Webhook, count: int = 2) -> list[int]:
+    assert _wait_for(lambda: len(_children(webhook.process.pid)) == count, 20)
+    return _children(webhook.process.pid)
+
+
+def _healthy(webhook: Webhook) -> bool:
+    with webhook.session() as client:
+        return client.get(f"{webhook.url}/healthz", timeout=5).status_code == 200
+
+
+def test_sigterm_stops_the_arbiter_and_its_workers(tmp_path: Path) -> None:
+    with running_webhook(tmp_path) as webhook:
+        workers = _workers(webhook)
+        webhook.process.send_signal(signal.SIGTERM)
+        assert webhook.process.wait(timeout=15) == 0
+        assert not any(_alive(pid) for pid in workers)
+
+
+def test_a_killed_worker_is_replaced_and_the_listener_keeps_answering(tmp_path: Path) -> None:
+    with running_webhook(tmp_path) as webhook:
+        first, second = _workers(webhook)
+        os.kill(first, signal.SIGKILL)
+        assert _wait_for(lambda: first not in _children(webhook.process.pid), 10)
+        assert len(_workers(webhook)) == 2
+        assert all(_healthy(webhook) for _ in range(20))
+        assert second in _children(webhook.process.pid)
+
+
+def test_workers_do_not_outlive_an_arbiter_killed_with_sigkill(tmp_path: Path) -> None:
+    with running_webhook(tmp_path) as webhook:
+        workers = _workers(webhook)
+        webhook.process.kill()
+        webhook.process.wait()
+        assert _wait_for(lambda: not any(_alive(pid) for pid in workers), 10), (
+            "workers still serving after their arbiter died"
+        )
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{webhook.url}/healthz", verify=str(webhook.ca), timeout=5)
