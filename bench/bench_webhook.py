@@ -1,6 +1,6 @@
 """Admission webhook throughput and latency over HTTPS with keep-alive, on SQLite.
 
-Starts the real listener (``macpool k8s webhook``: gunicorn, TLS, two workers) and drives it
+Starts the real listener (``macpool k8s webhook``: uvicorn workers under gunicorn, TLS) and drives it
 from client processes, each holding one keep-alive HTTPS connection that verifies the server:
 
 1. closed loop, as fast as the server answers: the no-op handler (``/mutate-noop``: parse the
@@ -139,7 +139,7 @@ def _client(
 
 
 def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the webhook's gunicorn master and workers)."""
+    """``pid`` and its descendants (the webhook's arbiter and workers)."""
     pids = [pid]
     for tid in Path(f"/proc/{pid}/task").iterdir():
         children = (tid / "children").read_text().split()
@@ -271,7 +271,7 @@ def run() -> list[Result]:
             )
         results.append(result("in-process CPU per no-op review", noop_cpu, "µs", ""))
     setup = (
-        f"{CLIENTS} keep-alive HTTPS connections, gunicorn {WORKERS} workers x {THREADS} threads, "
+        f"{CLIENTS} keep-alive HTTPS connections, {WORKERS} uvicorn workers ({THREADS} write threads), "
         "SQLite WAL"
     )
     with (
@@ -324,7 +324,7 @@ def run() -> list[Result]:
                 f"server CPU per {name} review over HTTPS",
                 seconds * 1e6,
                 "µs",
-                "all gunicorn processes; TLS, HTTP and the recorder included",
+                "the arbiter and its workers; TLS, HTTP and the recorder included",
             )
         )
     for name, rate, seconds in paced:
