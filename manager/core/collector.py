@@ -25,4 +25,17 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-__all__ = ["collector_paused"]
+def freeze_survivors() -> None:
+    """Collect once, then move every object alive now out of the collector's sight.
+
+    For what a long-running process keeps until it ends (its modules, the objects a full sync
+    built): each full collection walked all of it again, finding nothing. In the reconciler
+    that was two collections of ~95 ms each while the API server created 1,600 VMs, a tenth
+    of a millisecond per VM. Frozen objects are still freed by reference counting when
+    dropped; only a cycle among them would stay until the process ends.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+__all__ = ["collector_paused", "freeze_survivors"]

@@ -40,7 +40,7 @@ from kubernetes.client.exceptions import ApiException
 from sqlalchemy.orm import Session
 
 from manager.config import Settings
-from manager.core.collector import collector_paused
+from manager.core.collector import collector_paused, freeze_survivors
 from manager.services import Database, Holding, expire_pending_in, subtree_holdings
 from plugins.kubernetes.alignment import ACTOR, Aligner, in_step
 from plugins.kubernetes.broker import OWNER_POD, OWNER_VM, MigrationLabels
@@ -134,8 +134,13 @@ class Reconciler(Aligner):
         expire_interval: float | None = None,
         elector: LeaseElector | None = None,
         use_lease: bool = True,
+        freeze: bool = False,
     ) -> None:
         super().__init__(database, settings, identity=identity, modes=modes, batch_size=batch_size)
+        #: After a full sync or relist, move what it built (and everything loaded before) out
+        #: of the cyclic collector's sight (a process-wide step: the reconciler's own process
+        #: takes it, not a caller that embeds a reconciler).
+        self.freeze = freeze
         self.page_size = page_size
         self.gather = gather
         self.watch_timeout = watch_timeout
@@ -321,6 +326,8 @@ class Reconciler(Aligner):
             # Pods first, as KubeMacPool loads them: on a pod/VM clash the pod keeps the MAC.
             self._reconcile_kinds((OWNER_POD, OWNER_VM))
             self._save(synced=True)
+        if self.freeze:
+            freeze_survivors()
         self.synced = True
         log.info(
             "initial sync of %d VMs and %d pods done in %.1f s",
@@ -333,6 +340,8 @@ class Reconciler(Aligner):
         """List one resource again (after 410 Gone) and reconcile what changed meanwhile."""
         with collector_paused():
             self._relist(resource)
+        if self.freeze:
+            freeze_survivors()
 
     def _relist(self, resource: str) -> None:
         before = dict(self.namespaces)

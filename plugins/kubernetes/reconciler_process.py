@@ -39,7 +39,7 @@ def run(
                 signal.signal(signum, lambda *_: stop.set())
     database = Database.from_settings(settings)
     try:
-        Reconciler(database, settings, api_client or load_api_client()).run(stop)
+        Reconciler(database, settings, api_client or load_api_client(), freeze=True).run(stop)
     finally:
         database.dispose()
 

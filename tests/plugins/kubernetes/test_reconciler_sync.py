@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 
@@ -230,3 +231,22 @@ def test_sync_registers_in_batches_and_redoes_a_refused_batch_owner_by_owner(
             select(AuditEvent.actor).where(AuditEvent.action == "allocation.create")
         ).all()
     assert len(actors) == 5 and len(set(actors)) == 1  # one event per registered MAC
+
+
+def test_a_reconciler_process_freezes_what_its_sync_built(
+    standin: StandInServer, db: Database, make_reconciler: Callable[..., Reconciler]
+) -> None:
+    standin.state.put(NAMESPACES, namespace("apps"))
+    standin.state.put(VMS, virtual_machine("apps", "web", {"default": "02:00:00:00:10:01"}))
+    embedded = make_reconciler()
+    before = gc.get_freeze_count()
+    embedded.sync()
+    assert gc.get_freeze_count() == before  # a library caller's heap is left alone
+    own_process = make_reconciler(freeze=True)
+    try:
+        own_process.sync()
+        assert gc.get_freeze_count() > before
+        # What the sync observed now lives outside the collector's generations.
+        assert all(o is not own_process.objects for o in gc.get_objects())
+    finally:
+        gc.unfreeze()
