@@ -33,6 +33,20 @@ HEARTBEAT: Final = 1.0
 
 #: The ``worker_class`` setting that selects this worker.
 WORKER_CLASS: Final = "manager.asgi_server.AsgiWorker"
+#: How long (seconds) closing a TLS connection waits for the peer's close_notify. On a stop,
+#: each idle keep-alive connection is closed; a peer that is not reading (an API server's
+#: pooled connection) never answers, and the loop's default, 30 s, held every stop until the
+#: graceful timeout ran out.
+TLS_SHUTDOWN_TIMEOUT: Final = 1.0
+
+
+class _Loop(uvloop.Loop):
+    """uvloop with a short TLS shutdown for the servers it makes (uvicorn cannot pass it)."""
+
+    async def create_server(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_shutdown_timeout", TLS_SHUTDOWN_TIMEOUT)
+        return await super().create_server(*args, **kwargs)
 
 
 class AsgiWorker(Worker):  # type: ignore[misc]
@@ -78,7 +92,7 @@ class AsgiWorker(Worker):  # type: ignore[misc]
 
     def run(self) -> None:
         server = Server(self._config())
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        with asyncio.Runner(loop_factory=_Loop) as runner:
             runner.run(self._serve(server))
         if not server.started:
             sys.exit(Arbiter.WORKER_BOOT_ERROR)
@@ -109,4 +123,4 @@ def _force_exit(server: Server) -> None:
     server.should_exit = server.force_exit = True
 
 
-__all__ = ["HEARTBEAT", "WORKER_CLASS", "AsgiWorker"]
+__all__ = ["HEARTBEAT", "TLS_SHUTDOWN_TIMEOUT", "WORKER_CLASS", "AsgiWorker"]

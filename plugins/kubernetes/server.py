@@ -427,12 +427,15 @@ async def _receive_body(scope: Message, receive: Receive) -> bytes | None:
             return b"".join(chunks)
 
 
-def webhook_options(settings: Settings) -> dict[str, Any]:
+def webhook_options(settings: Settings, *, cert_path: Path, key_path: Path) -> dict[str, Any]:
     """gunicorn settings of the webhook listener (uvicorn workers; no access log: one line per
-    VM is noise)."""
+    VM is noise). The workers take TLS from the application (:class:`RotatingTLS`); the files
+    given to gunicorn only make the arbiter check they exist and log the address as https."""
     options = gunicorn_options(settings, KubernetesSettings.of(settings).webhook_bind)
     options.update(
         worker_class=WORKER_CLASS,
+        certfile=str(cert_path),
+        keyfile=str(key_path),
         accesslog=None,
         proc_name="macpool-webhook",
         # The API server gives up after timeoutSeconds (≤ 30): a longer worker timeout is moot.
@@ -485,7 +488,7 @@ def run_webhook(
             key_path=key_path,
             check_interval=check_interval,
         ),
-        webhook_options(settings),
+        webhook_options(settings, cert_path=cert_path, key_path=key_path),
     )
 
 
