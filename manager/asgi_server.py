@@ -9,6 +9,11 @@ MacPool listener relies on: the bind, the number of workers, a new worker when o
 reporting, graceful stop on SIGTERM, and the ``child_exit`` hook (the metrics of a finished
 worker stop counting).
 
+Limits, as gunicorn's worker had them: at most ``worker_connections`` connections or requests
+at once per worker (then 503), and a request's head (request line and header fields) of at most
+:data:`MAX_HEAD_BYTES` (then 431 and the connection is closed). The body is the application's
+to bound.
+
 The application is an ASGI callable. If it has a ``tls_context()`` method, its answer is the
 server's TLS context (``None``: plain HTTP); the application owns the certificates, so it can
 rotate them without a restart (see ``plugins.kubernetes.server.RotatingTLS``).
@@ -27,6 +32,7 @@ import uvloop
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker
 from uvicorn import Config, Server
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: How often (seconds) a worker tells the arbiter it is alive and checks the arbiter still is.
 HEARTBEAT: Final = 1.0
@@ -38,6 +44,47 @@ WORKER_CLASS: Final = "manager.asgi_server.AsgiWorker"
 #: pooled connection) never answers, and the loop's default, 30 s, held every stop until the
 #: graceful timeout ran out.
 TLS_SHUTDOWN_TIMEOUT: Final = 1.0
+
+
+#: The most a request's head (request line and header fields) may take. httptools sets no
+#: limit of its own; gunicorn's were a 4 KiB request line and 100 fields of 8 KiB each.
+MAX_HEAD_BYTES: Final = 64 * 1024
+
+_TOO_LARGE: Final = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-type: text/plain; charset=utf-8\r\ncontent-length: 36\r\n"
+    b"connection: close\r\n\r\n"
+    b"The request's headers are too large."
+)
+
+
+class BoundedHttpTools(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on a request's head: a client that keeps
+    sending header bytes gets 431 and the connection is closed, instead of the worker holding
+    whatever it sends."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Bytes received since the current request's head began; None between heads.
+        self._head_bytes: int | None = None
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_bytes = 0
+
+    def on_headers_complete(self) -> None:
+        self._head_bytes = None
+        super().on_headers_complete()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_bytes is None or self.transport.is_closing():
+            return
+        self._head_bytes += len(data)
+        if self._head_bytes > MAX_HEAD_BYTES:
+            self.logger.warning("request head over %d bytes: refused", MAX_HEAD_BYTES)
+            self.transport.write(_TOO_LARGE)
+            self.transport.close()
 
 
 class _Loop(uvloop.Loop):
@@ -74,7 +121,8 @@ class AsgiWorker(Worker):  # type: ignore[misc]
             self.wsgi,
             interface="asgi3",
             loop="uvloop",
-            http="httptools",
+            http=BoundedHttpTools,
+            limit_concurrency=self.cfg.worker_connections,
             lifespan="off",
             log_config=None,
             access_log=False,
@@ -123,4 +171,11 @@ def _force_exit(server: Server) -> None:
     server.should_exit = server.force_exit = True
 
 
-__all__ = ["HEARTBEAT", "TLS_SHUTDOWN_TIMEOUT", "WORKER_CLASS", "AsgiWorker"]
+__all__ = [
+    "HEARTBEAT",
+    "MAX_HEAD_BYTES",
+    "TLS_SHUTDOWN_TIMEOUT",
+    "WORKER_CLASS",
+    "AsgiWorker",
+    "BoundedHttpTools",
+]

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import ssl
 import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from manager.asgi_server import MAX_HEAD_BYTES
 from tests.plugins.kubernetes.webhook_harness import Webhook, running_webhook
 
 pytestmark = pytest.mark.slow
@@ -91,3 +94,35 @@ def test_workers_do_not_outlive_an_arbiter_killed_with_sigkill(tmp_path: Path) -
         )
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{webhook.url}/healthz", verify=str(webhook.ca), timeout=5)
+
+
+def _raw_exchange(webhook: Webhook, head: bytes) -> bytes:
+    """Send ``head`` over a fresh TLS connection in 8 KiB pieces; what comes back."""
+    context = ssl.create_default_context(cafile=str(webhook.ca))
+    port = int(webhook.url.rsplit(":", 1)[1])
+    with (
+        socket.create_connection(("localhost", port), timeout=10) as plain,
+        context.wrap_socket(plain, server_hostname="localhost") as conn,
+    ):
+        try:
+            for start in range(0, len(head), 8192):
+                conn.sendall(head[start : start + 8192])
+        except OSError:
+            pass  # the server may close while we still send: its answer was written first
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        return answer
+
+
+def test_request_heads_are_bounded(tmp_path: Path) -> None:
+    with running_webhook(tmp_path) as webhook:
+        fields = [b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(100)]
+        start = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+        endless = start + b"".join(fields)  # never ends its head
+        assert len(endless) > MAX_HEAD_BYTES
+        assert _raw_exchange(webhook, endless).startswith(b"HTTP/1.1 431 ")
+        # A large but bounded head is served.
+        fine = start + b"".join(fields[:40]) + b"Connection: close\r\n\r\n"
+        assert MAX_HEAD_BYTES // 2 < len(fine) < MAX_HEAD_BYTES
+        assert _raw_exchange(webhook, fine).startswith(b"HTTP/1.1 200 ")
