@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,19 +28,13 @@ from pathlib import Path
 import requests
 
 from bench.common import Result, latency_results, result
+from tests.ports import free_port
 
 SECONDS = float(os.environ.get("MACPOOL_BENCH_HTTP_SECONDS", 10))
 THREADS = int(os.environ.get("MACPOOL_BENCH_HTTP_THREADS", 8))
 MACPOOL = Path(sys.executable).with_name("macpool")
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RANGE = "02:10:00:00:00:00-02:10:00:ff:ff:ff"
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (loopback)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(data_dir: Path, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -17,7 +17,6 @@ import lzma
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
@@ -31,6 +30,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_DIR = REPO.parent / "shared" / "k8s"
@@ -103,12 +104,6 @@ def apiserver_binary() -> Path:
     partial.chmod(0o755)
     partial.replace(target)  # atomic: a concurrent run sees the whole file or none
     return target
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- certificates ------------------------------------------------------------------------------

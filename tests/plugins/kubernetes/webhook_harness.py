@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,17 +16,10 @@ import requests
 from manager.config import load_settings
 from manager.db import Database
 from manager.startup import prepare
+from tests.ports import free_port
 
 MACPOOL = Path(sys.executable).with_name("macpool")
 DEFAULT_RANGE = "02:00:00:00:00:00-02:00:00:00:ff:ff"
-
-
-def free_port() -> int:
-    """A loopback port free right now (the server binds it moments later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
