@@ -39,6 +39,7 @@ from plugins.kubernetes.certstore import (
 )
 from plugins.kubernetes.manifests import APP, WEBHOOK_CONFIGURATION
 from plugins.kubernetes.settings import KubernetesSettings
+from plugins.kubernetes.sources import REQUEST_TIMEOUT
 
 log = logging.getLogger("macpool.webhook.certificates")
 
@@ -93,8 +94,12 @@ class ClusterCertificates:
         from kubernetes.client.exceptions import ApiException
 
         try:
-            ca = self.core.read_namespaced_secret(CA_SECRET, self.namespace)
-            serving = self.core.read_namespaced_secret(SERVING_SECRET, self.namespace)
+            ca = self.core.read_namespaced_secret(
+                CA_SECRET, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
+            serving = self.core.read_namespaced_secret(
+                SERVING_SECRET, self.namespace, _request_timeout=REQUEST_TIMEOUT
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -116,10 +121,14 @@ class ClusterCertificates:
             body = self._secret_model.from_dict(document)
             assert body is not None  # from_dict returns None only for None
             if not create:
-                self.core.replace_namespaced_secret(name, self.namespace, body)
+                self.core.replace_namespaced_secret(
+                    name, self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                )
                 continue
             try:
-                self.core.create_namespaced_secret(self.namespace, body)
+                self.core.create_namespaced_secret(
+                    self.namespace, body, _request_timeout=REQUEST_TIMEOUT
+                )
             except ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -129,7 +138,7 @@ class ClusterCertificates:
     def inject_ca_bundle(self, certificates: WebhookCertificates) -> int:
         """Set ``caBundle`` on every webhook of the configuration; returns how many changed."""
         configuration = self.admission.read_mutating_webhook_configuration(
-            self.webhook_configuration
+            self.webhook_configuration, _request_timeout=REQUEST_TIMEOUT
         )
         bundle = base64.b64encode(certificates.ca_bundle_pem).decode("ascii")
         operations = []
@@ -142,7 +151,7 @@ class ClusterCertificates:
                 operations.append({"op": "add", "path": path, "value": bundle})
         if operations:
             self.admission.patch_mutating_webhook_configuration(
-                self.webhook_configuration, operations
+                self.webhook_configuration, operations, _request_timeout=REQUEST_TIMEOUT
             )
         return len(operations)
 

@@ -17,6 +17,8 @@ from typing import Final
 from kubernetes.client import CoordinationV1Api, V1Lease, V1LeaseSpec, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
+from plugins.kubernetes.sources import REQUEST_TIMEOUT
+
 log = logging.getLogger(__name__)
 
 LEASE_NAME: Final = "macpool-reconciler"
@@ -41,8 +43,12 @@ class LeaseElector:
         name: str = LEASE_NAME,
         duration_seconds: int = DEFAULT_DURATION_SECONDS,
         clock: Clock = _utcnow,
+        request_timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> None:
         self.api = api
+        #: (connect, read) seconds of each call: a hung API server fails the call, and the
+        #: holder stops acting once its Lease could have expired, instead of waiting forever.
+        self.request_timeout = request_timeout
         self.namespace = namespace
         self.name = name
         self.identity = identity
@@ -58,7 +64,9 @@ class LeaseElector:
         """Hold the Lease after this call (acquired, renewed or taken over); False otherwise."""
         now = self.clock()
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            lease = self.api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.request_timeout
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -83,7 +91,9 @@ class LeaseElector:
     def release(self) -> None:
         """Give the Lease up (on shutdown) so another replica need not wait for expiry."""
         try:
-            lease = self.api.read_namespaced_lease(self.name, self.namespace)
+            lease = self.api.read_namespaced_lease(
+                self.name, self.namespace, _request_timeout=self.request_timeout
+            )
         except ApiException:
             return
         if lease.spec is None or lease.spec.holder_identity != self.identity:
@@ -113,7 +123,9 @@ class LeaseElector:
             ),
         )
         try:
-            self.api.create_namespaced_lease(self.namespace, lease)
+            self.api.create_namespaced_lease(
+                self.namespace, lease, _request_timeout=self.request_timeout
+            )
         except ApiException as exc:
             if exc.status == 409:  # another replica created it first
                 return False
@@ -122,7 +134,9 @@ class LeaseElector:
 
     def _replace(self, lease: V1Lease) -> bool:
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
+            self.api.replace_namespaced_lease(
+                self.name, self.namespace, lease, _request_timeout=self.request_timeout
+            )
         except ApiException as exc:
             if exc.status == 409:  # someone wrote since we read: they win this round
                 return False

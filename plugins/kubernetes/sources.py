@@ -67,6 +67,14 @@ def list_functions(api_client: ApiClient) -> dict[str, ListFunction]:
     }
 
 
+#: Every call to the API server gives up after this (connect, read) many seconds: a connection
+#: the server stopped answering on (a partition without a reset) would otherwise hold the
+#: reconciler, its Lease and its certificates forever, silently.
+REQUEST_TIMEOUT: Final = (5.0, 30.0)
+#: A watch's read may wait this much longer than the ``timeoutSeconds`` the server honours.
+WATCH_READ_SLACK: Final = 30.0
+
+
 def list_all(
     function: ListFunction, *, page_size: int = DEFAULT_PAGE_SIZE
 ) -> tuple[list[dict[str, Any]], str]:
@@ -74,7 +82,12 @@ def list_all(
     items: list[dict[str, Any]] = []
     token: str | None = None
     while True:
-        response = function(limit=page_size, _continue=token, _preload_content=False)
+        response = function(
+            limit=page_size,
+            _continue=token,
+            _preload_content=False,
+            _request_timeout=REQUEST_TIMEOUT,
+        )
         page = json.loads(response.data)
         items.extend(page.get("items") or [])
         metadata = page.get("metadata") or {}
@@ -165,6 +178,7 @@ class Watcher(threading.Thread):
             resource_version=self.resource_version,
             timeout_seconds=self.timeout_seconds,
             allow_watch_bookmarks=True,
+            _request_timeout=(REQUEST_TIMEOUT[0], self.timeout_seconds + WATCH_READ_SLACK),
         )
         for event in stream:
             if self._stopped.is_set():
@@ -180,8 +194,10 @@ class Watcher(threading.Thread):
 __all__ = [
     "NAMESPACES",
     "PODS",
+    "REQUEST_TIMEOUT",
     "RESOURCES",
     "VIRTUAL_MACHINES",
+    "WATCH_READ_SLACK",
     "Gone",
     "Message",
     "WatchEvent",

@@ -306,7 +306,10 @@ class MacPoolProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log().splitlines()[-lines:])
+        """The log's last lines, without the access-log lines of the harness's own readiness
+        polls (they buried the lines that say why MacPool was not ready)."""
+        kept = [line for line in self.log().splitlines() if '"GET /readyz ' not in line]
+        return "\n".join(kept[-lines:])
 
     def stop(self) -> None:
         """SIGTERM to ``macpool serve`` (it stops its children), then its group if anything

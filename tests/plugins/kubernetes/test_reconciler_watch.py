@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kubernetes.client import ApiClient, CoordinationV1Api
+import urllib3
+from kubernetes.client import ApiClient, Configuration, CoordinationV1Api
 
 from manager.config import Settings
 from manager.db import Database
@@ -261,3 +264,42 @@ def test_events_that_follow_within_the_gather_window_share_one_batch(
     assert at_once.pump(timeout=1) == 1
     timer.join()
     assert at_once.pump(timeout=1) == 1
+
+
+def test_a_lease_call_to_a_hung_api_server_fails_instead_of_waiting_forever() -> None:
+    # Accepts connections, never answers: a partition that leaves the TCP connection up.
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    configuration = Configuration(host=f"http://127.0.0.1:{server.getsockname()[1]}")
+    configuration.retries = 0
+    elector = LeaseElector(
+        CoordinationV1Api(ApiClient(configuration)),
+        namespace="macpool",
+        identity="stuck",
+        request_timeout=(1.0, 1.0),
+    )
+    started = time.monotonic()
+    try:
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            elector.try_acquire()
+        assert time.monotonic() - started < 10
+    finally:
+        stop.set()
+        thread.join()
+        for conn in accepted:
+            conn.close()
+        server.close()
