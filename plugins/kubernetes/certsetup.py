@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from manager.config import ConfigError, Settings
+from plugins.kubernetes.calls import REQUEST_TIMEOUT
 from plugins.kubernetes.certificates import (
     WebhookCertificates,
     create_certificates,
@@ -39,7 +40,6 @@ from plugins.kubernetes.certstore import (
 )
 from plugins.kubernetes.manifests import APP, WEBHOOK_CONFIGURATION
 from plugins.kubernetes.settings import KubernetesSettings
-from plugins.kubernetes.sources import REQUEST_TIMEOUT
 
 log = logging.getLogger("macpool.webhook.certificates")
 

@@ -17,7 +17,7 @@ from typing import Final
 from kubernetes.client import CoordinationV1Api, V1Lease, V1LeaseSpec, V1ObjectMeta
 from kubernetes.client.exceptions import ApiException
 
-from plugins.kubernetes.sources import REQUEST_TIMEOUT
+from plugins.kubernetes.calls import REQUEST_TIMEOUT
 
 log = logging.getLogger(__name__)
 

@@ -24,6 +24,8 @@ from kubernetes import watch
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
+from plugins.kubernetes.calls import REQUEST_TIMEOUT, WATCH_READ_SLACK
+
 log = logging.getLogger(__name__)
 
 NAMESPACES: Final = "namespaces"
@@ -65,14 +67,6 @@ def list_functions(api_client: ApiClient) -> dict[str, ListFunction]:
         ),
         PODS: core.list_pod_for_all_namespaces,
     }
-
-
-#: Every call to the API server gives up after this (connect, read) many seconds: a connection
-#: the server stopped answering on (a partition without a reset) would otherwise hold the
-#: reconciler, its Lease and its certificates forever, silently.
-REQUEST_TIMEOUT: Final = (5.0, 30.0)
-#: A watch's read may wait this much longer than the ``timeoutSeconds`` the server honours.
-WATCH_READ_SLACK: Final = 30.0
 
 
 def list_all(
@@ -194,10 +188,8 @@ class Watcher(threading.Thread):
 __all__ = [
     "NAMESPACES",
     "PODS",
-    "REQUEST_TIMEOUT",
     "RESOURCES",
     "VIRTUAL_MACHINES",
-    "WATCH_READ_SLACK",
     "Gone",
     "Message",
     "WatchEvent",

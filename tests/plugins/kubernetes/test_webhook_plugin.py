@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
+import sys
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -383,3 +385,21 @@ def test_collision_metrics_count_macs_shared_by_the_cluster_scope_as_the_report_
         report = collision_report(session, scope_path="/kubernetes")
     assert sorted(report.collisions) == [mac, across]
     assert report.duplicate_macs == registry.get_sample_value("kubevirt_kmp_duplicate_macs")
+
+
+def test_the_webhook_runs_without_the_kubernetes_client_installed() -> None:
+    # `make run` installs no extras: with MACPOOL_PLUGINS=kubernetes, `macpool serve` must still
+    # start its webhook (local certificates), importing the client only where a cluster is used.
+    program = (
+        "import sys\n"
+        "class Missing:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'kubernetes' or name.startswith('kubernetes.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Missing())\n"
+        "import plugins.kubernetes.runtime, plugins.kubernetes.server\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
