@@ -59,32 +59,40 @@ _TOO_LARGE: Final = (
 
 
 class BoundedHttpTools(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a bound on a request's head: a client that keeps
-    sending header bytes gets 431 and the connection is closed, instead of the worker holding
-    whatever it sends."""
+    """uvicorn's httptools protocol with a bound on a request's head: a head over
+    :data:`MAX_HEAD_BYTES` gets 431 and the connection is closed, whether it arrives at once or
+    a few bytes at a time, instead of the worker holding whatever a client sends.
+
+    The head is measured before the parser sees the bytes: from the start of a chunk read while
+    a head is expected up to the blank line that ends it. (Requests pipelined behind a body in
+    the same chunk are not measured; the API server does not pipeline.)
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        #: Bytes received since the current request's head began; None between heads.
-        self._head_bytes: int | None = None
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._head_bytes = 0
+        #: Bytes of the head received so far; None while a body is being read.
+        self._head_bytes: int | None = 0
 
     def on_headers_complete(self) -> None:
         self._head_bytes = None
         super().on_headers_complete()
 
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._head_bytes = 0
+
     def data_received(self, data: bytes) -> None:
+        if self._head_bytes is not None:
+            end = data.find(b"\r\n\r\n")
+            head = len(data) if end < 0 else end + 4
+            if self._head_bytes + head > MAX_HEAD_BYTES:
+                self.logger.warning("request head over %d bytes: refused", MAX_HEAD_BYTES)
+                self.transport.write(_TOO_LARGE)
+                self.transport.close()
+                return
+            if end < 0:
+                self._head_bytes += len(data)
         super().data_received(data)
-        if self._head_bytes is None or self.transport.is_closing():
-            return
-        self._head_bytes += len(data)
-        if self._head_bytes > MAX_HEAD_BYTES:
-            self.logger.warning("request head over %d bytes: refused", MAX_HEAD_BYTES)
-            self.transport.write(_TOO_LARGE)
-            self.transport.close()
 
 
 class _Loop(uvloop.Loop):

@@ -122,6 +122,11 @@ def test_request_heads_are_bounded(tmp_path: Path) -> None:
         endless = start + b"".join(fields)  # never ends its head
         assert len(endless) > MAX_HEAD_BYTES
         assert _raw_exchange(webhook, endless).startswith(b"HTTP/1.1 431 ")
+        # A complete head over the bound, sent at once, is refused too.
+        with webhook.session() as client:
+            refused = client.get(f"{webhook.url}/healthz", headers={"X-Big": "a" * 100_000})
+            assert refused.status_code == 431
+            assert client.get(f"{webhook.url}/healthz").status_code == 200
         # A large but bounded head is served.
         fine = start + b"".join(fields[:40]) + b"Connection: close\r\n\r\n"
         assert MAX_HEAD_BYTES // 2 < len(fine) < MAX_HEAD_BYTES
