@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from manager.config import Settings
+from manager.core.collector import freeze_survivors
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
@@ -34,7 +34,7 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         # The modules and the app built here live as long as the worker: move them out of the
         # cyclic collector's reach, or each full collection walks all of them with the GIL held
         # (a 40-60 ms pause of every request in the webhook worker).
-        gc.freeze()
+        freeze_survivors()
         return app
 
 

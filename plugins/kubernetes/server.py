@@ -122,7 +122,12 @@ class Review:
 
     @property
     def resource(self) -> str:
-        return self.path.removeprefix("/mutate-")
+        return _resource(self.path)
+
+
+def _resource(path: str) -> str:
+    """The resource a review path is for (``/mutate-pods`` → ``pods``), as the metrics name it."""
+    return path.removeprefix("/mutate-")
 
 
 class WebhookApp:
@@ -183,7 +188,7 @@ class WebhookApp:
     def prepare(self, path: str, body: bytes | None) -> Reply | Review:
         """Parse a review's body (``None``: it was larger than a review may be)."""
         started = time.perf_counter()
-        resource = path.removeprefix("/mutate-")
+        resource = _resource(path)
         if body is None:
             self._count(resource, "too_large", started)
             message = f"The AdmissionReview is larger than {MAX_REVIEW_BYTES} bytes."
