@@ -92,7 +92,13 @@ def serve(settings: Settings, *, bind: str | None = None) -> None:
 
 class _PluginProcesses(threading.Thread):
     """Runs each plugin process as ``python -m manager.plugin_process`` and restarts it if it
-    dies (after a pause, so a crash loop does not spin)."""
+    dies (after a pause, so a crash loop does not spin).
+
+    Launches and :meth:`stop` take turns on one lock: a process that exits while ``serve``
+    stops (SIGTERM reaches the whole process group, or the stop itself ends it) is never
+    started again behind the stop's back. Such a late start outlived ``serve``; a reconciler
+    started that way kept renewing its Lease, and every other replica waited on it for good.
+    """
 
     RESTART_DELAY = 5.0
 
@@ -101,34 +107,46 @@ class _PluginProcesses(threading.Thread):
         self.targets = targets
         self.halt = stop
         self.running: dict[tuple[str, int], subprocess.Popen[bytes]] = {}
+        self._turn = threading.Lock()
 
-    def _launch(self, target: tuple[str, int]) -> None:
+    def _launch(self, target: tuple[str, int]) -> subprocess.Popen[bytes]:
         name, index = target
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
-        self.running[target] = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        return subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "manager.plugin_process", name, str(index)], env=env
         )
 
     def run(self) -> None:
-        for target in self.targets:
-            self._launch(target)
+        with self._turn:
+            if self.halt.is_set():
+                return
+            for target in self.targets:
+                self.running[target] = self._launch(target)
         while not self.halt.wait(self.RESTART_DELAY):
-            for target, proc in list(self.running.items()):
-                if proc.poll() is not None:
-                    log.warning(
-                        "plugin process %s[%d] exited with %s; restarting", *target, proc.returncode
-                    )
-                    self._launch(target)
+            with self._turn:
+                if self.halt.is_set():
+                    return
+                for target, proc in list(self.running.items()):
+                    if proc.poll() is not None:
+                        log.warning(
+                            "plugin process %s[%d] exited with %s; restarting",
+                            *target,
+                            proc.returncode,
+                        )
+                        self.running[target] = self._launch(target)
 
     def stop(self) -> None:
-        self.halt.set()
-        for proc in self.running.values():
+        with self._turn:
+            self.halt.set()
+            procs = list(self.running.values())
+        for proc in procs:
             proc.terminate()
-        for proc in self.running.values():
+        for proc in procs:
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
 
 
 __all__ = ["serve"]

@@ -71,3 +71,75 @@ def test_the_sweep_expires_in_short_transactions(
     assert calls == [2, 2, 1]
     with database.session() as s:
         assert find_allocations(s).total == 0
+
+
+class _FakeProcess:
+    """A stand-in for a plugin process's Popen (``returncode`` None while it runs)."""
+
+    def __init__(self, on_poll: Any = None) -> None:
+        self.returncode: int | None = None
+        self.on_poll = on_poll
+
+    def poll(self) -> int | None:
+        if self.on_poll is not None:
+            self.on_poll()
+            self.on_poll = None
+            self.returncode = 1  # it died meanwhile
+        return self.returncode
+
+    def terminate(self) -> None:
+        self.returncode = -15
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self.returncode or 0
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+
+def test_a_plugin_process_that_dies_while_serve_stops_is_not_started_again_behind_it() -> None:
+    """The supervisor finds a process dead just as ``serve`` stops: whatever it starts in
+    that moment is ended by the stop too (a late start had outlived ``serve``)."""
+    import threading
+
+    halt = threading.Event()
+    supervisor = serve_module._PluginProcesses([("kubernetes", 1)], halt)
+    supervisor.RESTART_DELAY = 0.01
+    launched: list[_FakeProcess] = []
+    stopper: list[threading.Thread] = []
+
+    def stop_now() -> None:
+        # serve stops while the supervisor looks at its processes (it waits its turn).
+        thread = threading.Thread(target=supervisor.stop)
+        stopper.append(thread)
+        thread.start()
+        thread.join(timeout=0.3)
+
+    def launch(target: tuple[str, int]) -> _FakeProcess:
+        process = _FakeProcess(on_poll=stop_now if not launched else None)
+        launched.append(process)
+        return process
+
+    supervisor._launch = launch  # type: ignore[method-assign, assignment]
+    supervisor.start()
+    supervisor.join(timeout=5)
+    stopper[0].join(timeout=5)
+    assert not supervisor.is_alive() and not stopper[0].is_alive()
+    # Nothing the supervisor started is left running: each one died or was ended.
+    assert len(launched) >= 2
+    assert all(process.returncode is not None for process in launched), [
+        process.returncode for process in launched
+    ]
+
+
+def test_a_supervisor_stopped_before_it_runs_starts_nothing() -> None:
+    import threading
+
+    halt = threading.Event()
+    supervisor = serve_module._PluginProcesses([("kubernetes", 0)], halt)
+    launched: list[tuple[str, int]] = []
+    supervisor._launch = lambda target: launched.append(target)  # type: ignore[method-assign, assignment, func-returns-value]
+    supervisor.stop()
+    supervisor.start()
+    supervisor.join(timeout=5)
+    assert launched == []
