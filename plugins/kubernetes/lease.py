@@ -54,6 +54,8 @@ class LeaseElector:
         self.identity = identity
         self.duration_seconds = duration_seconds
         self.clock = clock
+        #: Who held the Lease at the last :meth:`try_acquire` (this identity once it won).
+        self.holder: str | None = None
 
     @property
     def renew_interval(self) -> float:
@@ -73,6 +75,7 @@ class LeaseElector:
             return self._create(now)
         spec = lease.spec or V1LeaseSpec()
         mine = spec.holder_identity == self.identity
+        self.holder = spec.holder_identity
         if not mine and spec.holder_identity and not self._expired(spec, now):
             return False
         lease.spec = V1LeaseSpec(
@@ -130,6 +133,7 @@ class LeaseElector:
             if exc.status == 409:  # another replica created it first
                 return False
             raise
+        self.holder = self.identity
         return True
 
     def _replace(self, lease: V1Lease) -> bool:
@@ -141,6 +145,7 @@ class LeaseElector:
             if exc.status == 409:  # someone wrote since we read: they win this round
                 return False
             raise
+        self.holder = lease.spec.holder_identity if lease.spec else None
         return True
 
 

@@ -168,6 +168,8 @@ class Reconciler(Aligner):
         #: Why the reconciler cannot work right now (namespace, RBAC, credentials), if it cannot.
         self.problem: str | None = None
         self._renewed = 0.0
+        self._leading = False
+        self._standing_by: str | None = None
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -252,7 +254,28 @@ class Reconciler(Aligner):
             leading = now - self._renewed < self.elector.duration_seconds / 2
         if leading:
             self._renewed = now
+        self._say_term(leading)
         return leading
+
+    def _say_term(self, leading: bool) -> None:
+        """Log when this reconciler starts or stops leading, and who it stands by for."""
+        assert self.elector is not None
+        elector = self.elector
+        where = f"{elector.namespace}/{elector.name}"
+        if leading and not self._leading:
+            log.info("holding the Lease %s as %s: reconciling", where, elector.identity)
+        elif not leading and self._leading:
+            log.warning("lost the Lease %s (held by %r now): standing by", where, elector.holder)
+        elif not leading and elector.holder != self._standing_by:
+            log.info(
+                "standing by: the Lease %s is held by %r (taken over once it expires, %d s "
+                "after its last renewal)",
+                where,
+                elector.holder,
+                elector.duration_seconds,
+            )
+        self._leading = leading
+        self._standing_by = None if leading else elector.holder
 
     def _stand_down(self) -> None:
         """Stop acting (lease lost or shutdown): a new term starts with a full sync."""

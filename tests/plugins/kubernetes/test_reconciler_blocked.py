@@ -68,8 +68,12 @@ class FlakyElector:
 
     renew_interval = 0.05
     duration_seconds = 15
+    namespace = "mp"
+    name = "macpool-reconciler"
+    identity = "me"
 
     def __init__(self, error: ApiException) -> None:
+        self.holder: str | None = None
         self.error = error
         self.fixed = threading.Event()
         self.tries = 0
@@ -78,6 +82,7 @@ class FlakyElector:
         self.tries += 1
         if not self.fixed.is_set():
             raise self.error
+        self.holder = self.identity
         return True
 
     def release(self) -> None:
@@ -117,3 +122,54 @@ def test_one_log_line_a_readiness_reason_then_recovery(
     assert errors[0].exc_info is None  # a sentence, not a traceback
     assert str(problem) in errors[0].getMessage()
     assert any("can work again" in r.getMessage() for r in lines)
+
+
+class HeldElector:
+    """Another replica holds the Lease until ``free`` is set; then this one takes it."""
+
+    renew_interval = 0.05
+    duration_seconds = 15
+    namespace = "mp"
+    name = "macpool-reconciler"
+    identity = "me"
+
+    def __init__(self) -> None:
+        self.holder: str | None = "other-replica"
+        self.free = threading.Event()
+        self.tries = 0
+
+    def try_acquire(self) -> bool:
+        self.tries += 1
+        if self.free.is_set():
+            self.holder = self.identity
+        return self.free.is_set()
+
+    def release(self) -> None:
+        pass
+
+
+def test_standing_by_names_the_holder_once_then_taking_over_is_logged(
+    make_reconciler: Callable[..., Reconciler], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reconciler waiting for another replica's Lease says so (once), and says when it leads:
+    a replica that stood by silently could not be told from a hung one."""
+    elector = HeldElector()
+    reconciler = make_reconciler(elector=elector)
+    stop = threading.Event()
+    caplog.set_level(logging.INFO, logger="plugins.kubernetes.reconciler")
+    thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: elector.tries >= 4)
+        elector.free.set()
+        wait_until(lambda: reconciler.synced)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    said = [r.getMessage() for r in caplog.records if r.name == "plugins.kubernetes.reconciler"]
+    standing = [m for m in said if m.startswith("standing by")]
+    assert standing == [
+        "standing by: the Lease mp/macpool-reconciler is held by 'other-replica' (taken over "
+        "once it expires, 15 s after its last renewal)"
+    ]
+    assert "holding the Lease mp/macpool-reconciler as me: reconciling" in said
