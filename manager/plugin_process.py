@@ -4,11 +4,17 @@
 (environment and ``MACPOOL_CONFIG``) and runs ``processes(settings)[INDEX]`` of plugin NAME.
 Running them as separate programs, not forked children, keeps gunicorn's forked workers free of
 any handle on them.
+
+``SIGUSR1`` writes the stack of every thread of a plugin process to its standard error (the
+log), for a process that seems stuck (``kill -USR1 <pid>``). A plugin process that runs its own
+gunicorn arbiter (the webhook listener) gives USR1 gunicorn's meaning instead: reopen the logs.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
+import signal
 import sys
 
 from manager.config import load_settings
@@ -25,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format=f"%(asctime)s %(levelname)s {name}: %(message)s"
     )
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     plugin = available_plugins()[name]
     plugin.processes(settings)[index]()
     return 0

@@ -299,8 +299,27 @@ class MacPoolProcess:
         try:
             wait_for(ready, timeout=timeout, what="MacPool ready")
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{self.readyz()}\n{self.log_tail()}") from None
+            dumped = self.dump_plugin_stacks()
+            raise AssertionError(
+                f"{exc}\n{self.readyz()}\n{self.log_tail(160 if dumped else 40)}"
+            ) from None
         return self
+
+    def dump_plugin_stacks(self) -> bool:
+        """Have every plugin process still running write its threads' stacks to the log
+        (SIGUSR1, see manager/plugin_process.py): what a stuck reconciler was waiting on."""
+        if self.process is None or self.process.poll() is not None:
+            return False
+        signalled = False
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if b"manager.plugin_process" in command:
+                    os.kill(pid, signal.SIGUSR1)
+                    signalled = True
+        if signalled:
+            time.sleep(1)
+        return signalled
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
