@@ -112,8 +112,16 @@ class _PluginProcesses(threading.Thread):
     def _launch(self, target: tuple[str, int]) -> subprocess.Popen[bytes]:
         name, index = target
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        # close_fds=False lets Popen use posix_spawn. Its default path forks, then waits on a
+        # pipe until the child has exec'd; gunicorn's arbiter forks its workers from another
+        # thread of this process meanwhile, and a worker forked at that moment keeps the
+        # pipe open for its whole life: the launch never returned, and the plugin processes
+        # after it never started. (Python opens its descriptors non-inheritable, so nothing
+        # of this process leaks into the child.)
         return subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "manager.plugin_process", name, str(index)], env=env
+            [sys.executable, "-m", "manager.plugin_process", name, str(index)],
+            env=env,
+            close_fds=False,
         )
 
     def run(self) -> None:

@@ -143,3 +143,41 @@ def test_a_supervisor_stopped_before_it_runs_starts_nothing() -> None:
     supervisor.start()
     supervisor.join(timeout=5)
     assert launched == []
+
+
+def test_launching_a_plugin_process_does_not_wait_on_a_worker_forked_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """gunicorn forks its workers from the main thread while the supervisor thread starts the
+    plugin processes. Here a "worker" is forked right after the launch makes a pipe (the
+    moment that hurt): Popen's fork-and-wait path then waited for that worker's whole life,
+    and the reconciler never started."""
+    import os
+    import threading
+    import time
+
+    real_pipe = os.pipe
+    workers: list[int] = []
+
+    def pipe_then_fork() -> tuple[int, int]:
+        ends = real_pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: inherits every descriptor, lives on
+            time.sleep(5)
+            os._exit(0)
+        workers.append(pid)
+        return ends
+
+    monkeypatch.setattr(os, "pipe", pipe_then_fork)
+    supervisor = serve_module._PluginProcesses([], threading.Event())
+    started = time.monotonic()
+    try:
+        process = supervisor._launch(("no-such-plugin", 0))
+        took = time.monotonic() - started
+        monkeypatch.undo()
+        process.wait(timeout=30)
+    finally:
+        for pid in workers:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    assert took < 2.5, took
