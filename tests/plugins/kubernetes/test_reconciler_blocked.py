@@ -6,10 +6,11 @@ bookkeeping: one log line, the readiness status, quiet retries, recovery.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,6 +64,19 @@ def test_blocking_problems_are_named_in_one_line() -> None:
     assert blocking_problem(ApiException(status=409), namespace="mp") is None
 
 
+@contextlib.contextmanager
+def _running(reconciler: Reconciler) -> Iterator[None]:
+    """The reconciler's loop in a thread, stopped (and waited for) at the end."""
+    stop = threading.Event()
+    thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+
+
 class FlakyElector:
     """Fails with ``error`` until ``fixed`` is set, then holds the Lease."""
 
@@ -102,20 +116,14 @@ def test_one_log_line_a_readiness_reason_then_recovery(
     reconciler.settings = KubernetesSettings.within(
         replace(settings, data_dir=tmp_path), k8s_namespace="mp"
     )
-    stop = threading.Event()
     caplog.set_level(logging.INFO, logger="plugins.kubernetes.reconciler")
-    thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with _running(reconciler):
         wait_until(lambda: elector.tries >= 5)
         problem = reconciler_problem(reconciler.settings)
         assert problem == blocking_problem(error, namespace="mp")
         elector.fixed.set()  # e.g. the namespace was created
         # The reason goes once the loop is past the sync (which sets ``synced`` a moment before).
         wait_until(lambda: reconciler.synced and reconciler_problem(reconciler.settings) is None)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
     lines = [r for r in caplog.records if r.name == "plugins.kubernetes.reconciler"]
     errors = [r for r in lines if r.levelno >= logging.WARNING]
     assert len(errors) == 1, [r.getMessage() for r in errors]  # not one per retry
@@ -155,17 +163,11 @@ def test_standing_by_names_the_holder_once_then_taking_over_is_logged(
     a replica that stood by silently could not be told from a hung one."""
     elector = HeldElector()
     reconciler = make_reconciler(elector=elector)
-    stop = threading.Event()
     caplog.set_level(logging.INFO, logger="plugins.kubernetes.reconciler")
-    thread = threading.Thread(target=reconciler.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with _running(reconciler):
         wait_until(lambda: elector.tries >= 4)
         elector.free.set()
         wait_until(lambda: reconciler.synced)
-    finally:
-        stop.set()
-        thread.join(timeout=10)
     said = [r.getMessage() for r in caplog.records if r.name == "plugins.kubernetes.reconciler"]
     standing = [m for m in said if m.startswith("standing by")]
     assert standing == [
