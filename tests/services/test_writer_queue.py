@@ -118,6 +118,8 @@ def _rows_in_file_alone(path: Path, copy: Path) -> int:
         return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
     except sqlite3.OperationalError:  # the table itself is not checkpointed yet
         return 0
+    except sqlite3.DatabaseError:  # copied while a checkpoint wrote the file: a torn copy
+        return 0
     finally:
         conn.close()
 
